@@ -76,7 +76,8 @@ impl Serializer<'_> {
 
     #[inline]
     fn put_len(&mut self, len: usize) -> Result<()> {
-        let len = u32::try_from(len).map_err(|_| Error::Unsupported("sequence longer than 2^32-1"))?;
+        let len =
+            u32::try_from(len).map_err(|_| Error::Unsupported("sequence longer than 2^32-1"))?;
         self.align(4);
         self.out.extend_from_slice(&len.to_le_bytes());
         Ok(())
@@ -121,7 +122,9 @@ impl<'b> ser::Serializer for &'b mut Serializer<'_> {
     ser_prim!(serialize_f64, f64);
 
     fn serialize_char(self, _v: char) -> Result<()> {
-        Err(Error::Unsupported("char is not a ROS 2 field type; use u8 or string"))
+        Err(Error::Unsupported(
+            "char is not a ROS 2 field type; use u8 or string",
+        ))
     }
     fn serialize_str(self, v: &str) -> Result<()> {
         self.put_len(v.len() + 1)?;
@@ -151,7 +154,11 @@ impl<'b> ser::Serializer for &'b mut Serializer<'_> {
     fn serialize_unit_variant(self, _n: &'static str, _i: u32, _v: &'static str) -> Result<()> {
         Err(Error::Unsupported("enums are not ROS 2 field types"))
     }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, v: &T) -> Result<()> {
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _n: &'static str,
+        v: &T,
+    ) -> Result<()> {
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -325,7 +332,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, _v: V) -> Result<V::Value> {
-        Err(Error::Unsupported("CDR is not self-describing; a typed target is needed"))
+        Err(Error::Unsupported(
+            "CDR is not self-describing; a typed target is needed",
+        ))
     }
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let at = self.pos + 4;
@@ -369,20 +378,34 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_unit()
     }
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _n: &'static str, visitor: V) -> Result<V::Value> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
         self.take(1)?;
         visitor.visit_unit()
     }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _n: &'static str, visitor: V) -> Result<V::Value> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
         visitor.visit_newtype_struct(self)
     }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         // Every element of every ROS 2 type takes at least one byte.
         let len = self.read_len(1)?;
-        visitor.visit_seq(Counted { de: self, left: len })
+        visitor.visit_seq(Counted {
+            de: self,
+            left: len,
+        })
     }
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        visitor.visit_seq(Counted { de: self, left: len })
+        visitor.visit_seq(Counted {
+            de: self,
+            left: len,
+        })
     }
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
@@ -390,7 +413,10 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value> {
-        visitor.visit_seq(Counted { de: self, left: len })
+        visitor.visit_seq(Counted {
+            de: self,
+            left: len,
+        })
     }
     fn deserialize_map<V: Visitor<'de>>(self, _v: V) -> Result<V::Value> {
         Err(Error::Unsupported("maps are not ROS 2 field types"))
@@ -492,16 +518,28 @@ mod tests {
 
     #[test]
     fn big_endian_and_short_input_are_errors() {
-        assert_eq!(decode::<u8>(&[0, 0, 0, 0, 1]), Err(Error::BadHeader([0, 0, 0, 0])));
+        assert_eq!(
+            decode::<u8>(&[0, 0, 0, 0, 1]),
+            Err(Error::BadHeader([0, 0, 0, 0]))
+        );
         assert_eq!(decode::<u8>(&[0, 1]), Err(Error::NoHeader(2)));
-        assert!(matches!(decode::<u64>(&[0, 1, 0, 0, 1, 2]), Err(Error::Eof { .. })));
+        assert!(matches!(
+            decode::<u64>(&[0, 1, 0, 0, 1, 2]),
+            Err(Error::Eof { .. })
+        ));
     }
 
     #[test]
     fn unterminated_and_non_utf8_strings_are_errors() {
         let bytes = [0, 1, 0, 0, 2, 0, 0, 0, b'a', b'b'];
-        assert!(matches!(decode::<String>(&bytes), Err(Error::StringNotTerminated { .. })));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(Error::StringNotTerminated { .. })
+        ));
         let bytes = [0, 1, 0, 0, 2, 0, 0, 0, 0xff, 0];
-        assert!(matches!(decode::<String>(&bytes), Err(Error::StringNotUtf8 { .. })));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(Error::StringNotUtf8 { .. })
+        ));
     }
 }

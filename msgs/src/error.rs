@@ -10,7 +10,11 @@ pub enum Error {
     #[error("CDR: message shorter than the 4-byte encapsulation header ({0} bytes)")]
     NoHeader(usize),
     #[error("CDR: length {len} at byte {at} exceeds the {remaining} bytes left")]
-    LengthTooLarge { at: usize, len: usize, remaining: usize },
+    LengthTooLarge {
+        at: usize,
+        len: usize,
+        remaining: usize,
+    },
     #[error("CDR: string at byte {at} is not NUL-terminated")]
     StringNotTerminated { at: usize },
     #[error("CDR: string at byte {at} is not valid UTF-8")]
@@ -24,7 +28,11 @@ pub enum Error {
     #[error("CDR: {0}")]
     Custom(String),
     #[error("message definition {type_name}, line {line}: {reason}")]
-    Definition { type_name: String, line: usize, reason: String },
+    Definition {
+        type_name: String,
+        line: usize,
+        reason: String,
+    },
     #[error("unknown message type `{0}`")]
     UnknownType(String),
     #[error("attachment: {0}")]

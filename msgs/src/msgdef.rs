@@ -8,31 +8,100 @@ use crate::error::{Error, Result};
 
 /// Every definition rft knows, as `(full type name, .msg text)`.
 pub const DEFINITIONS: &[(&str, &str)] = &[
-    ("builtin_interfaces/msg/Time", include_str!("../defs/builtin_interfaces/msg/Time.msg")),
-    ("std_msgs/msg/Header", include_str!("../defs/std_msgs/msg/Header.msg")),
-    ("std_msgs/msg/Bool", include_str!("../defs/std_msgs/msg/Bool.msg")),
-    ("std_msgs/msg/String", include_str!("../defs/std_msgs/msg/String.msg")),
-    ("std_msgs/msg/MultiArrayDimension", include_str!("../defs/std_msgs/msg/MultiArrayDimension.msg")),
-    ("std_msgs/msg/MultiArrayLayout", include_str!("../defs/std_msgs/msg/MultiArrayLayout.msg")),
-    ("std_msgs/msg/Float64MultiArray", include_str!("../defs/std_msgs/msg/Float64MultiArray.msg")),
-    ("sensor_msgs/msg/JointState", include_str!("../defs/sensor_msgs/msg/JointState.msg")),
-    ("sensor_msgs/msg/Image", include_str!("../defs/sensor_msgs/msg/Image.msg")),
-    ("sensor_msgs/msg/CompressedImage", include_str!("../defs/sensor_msgs/msg/CompressedImage.msg")),
-    ("sensor_msgs/msg/RegionOfInterest", include_str!("../defs/sensor_msgs/msg/RegionOfInterest.msg")),
-    ("sensor_msgs/msg/CameraInfo", include_str!("../defs/sensor_msgs/msg/CameraInfo.msg")),
-    ("geometry_msgs/msg/Vector3", include_str!("../defs/geometry_msgs/msg/Vector3.msg")),
-    ("geometry_msgs/msg/Point", include_str!("../defs/geometry_msgs/msg/Point.msg")),
-    ("geometry_msgs/msg/Quaternion", include_str!("../defs/geometry_msgs/msg/Quaternion.msg")),
-    ("geometry_msgs/msg/Twist", include_str!("../defs/geometry_msgs/msg/Twist.msg")),
-    ("geometry_msgs/msg/TwistStamped", include_str!("../defs/geometry_msgs/msg/TwistStamped.msg")),
-    ("geometry_msgs/msg/Pose", include_str!("../defs/geometry_msgs/msg/Pose.msg")),
-    ("geometry_msgs/msg/PoseStamped", include_str!("../defs/geometry_msgs/msg/PoseStamped.msg")),
+    (
+        "builtin_interfaces/msg/Time",
+        include_str!("../defs/builtin_interfaces/msg/Time.msg"),
+    ),
+    (
+        "std_msgs/msg/Header",
+        include_str!("../defs/std_msgs/msg/Header.msg"),
+    ),
+    (
+        "std_msgs/msg/Bool",
+        include_str!("../defs/std_msgs/msg/Bool.msg"),
+    ),
+    (
+        "std_msgs/msg/String",
+        include_str!("../defs/std_msgs/msg/String.msg"),
+    ),
+    (
+        "std_msgs/msg/MultiArrayDimension",
+        include_str!("../defs/std_msgs/msg/MultiArrayDimension.msg"),
+    ),
+    (
+        "std_msgs/msg/MultiArrayLayout",
+        include_str!("../defs/std_msgs/msg/MultiArrayLayout.msg"),
+    ),
+    (
+        "std_msgs/msg/Float64MultiArray",
+        include_str!("../defs/std_msgs/msg/Float64MultiArray.msg"),
+    ),
+    (
+        "sensor_msgs/msg/JointState",
+        include_str!("../defs/sensor_msgs/msg/JointState.msg"),
+    ),
+    (
+        "sensor_msgs/msg/Image",
+        include_str!("../defs/sensor_msgs/msg/Image.msg"),
+    ),
+    (
+        "sensor_msgs/msg/CompressedImage",
+        include_str!("../defs/sensor_msgs/msg/CompressedImage.msg"),
+    ),
+    (
+        "sensor_msgs/msg/RegionOfInterest",
+        include_str!("../defs/sensor_msgs/msg/RegionOfInterest.msg"),
+    ),
+    (
+        "sensor_msgs/msg/CameraInfo",
+        include_str!("../defs/sensor_msgs/msg/CameraInfo.msg"),
+    ),
+    (
+        "geometry_msgs/msg/Vector3",
+        include_str!("../defs/geometry_msgs/msg/Vector3.msg"),
+    ),
+    (
+        "geometry_msgs/msg/Point",
+        include_str!("../defs/geometry_msgs/msg/Point.msg"),
+    ),
+    (
+        "geometry_msgs/msg/Quaternion",
+        include_str!("../defs/geometry_msgs/msg/Quaternion.msg"),
+    ),
+    (
+        "geometry_msgs/msg/Twist",
+        include_str!("../defs/geometry_msgs/msg/Twist.msg"),
+    ),
+    (
+        "geometry_msgs/msg/TwistStamped",
+        include_str!("../defs/geometry_msgs/msg/TwistStamped.msg"),
+    ),
+    (
+        "geometry_msgs/msg/Pose",
+        include_str!("../defs/geometry_msgs/msg/Pose.msg"),
+    ),
+    (
+        "geometry_msgs/msg/PoseStamped",
+        include_str!("../defs/geometry_msgs/msg/PoseStamped.msg"),
+    ),
     ("rft_msgs/msg/Action", include_str!("../msg/Action.msg")),
-    ("rft_msgs/msg/Transition", include_str!("../msg/Transition.msg")),
+    (
+        "rft_msgs/msg/Transition",
+        include_str!("../msg/Transition.msg"),
+    ),
     ("rft_msgs/msg/Reward", include_str!("../msg/Reward.msg")),
-    ("rft_msgs/msg/PolicyUpdate", include_str!("../msg/PolicyUpdate.msg")),
-    ("rft_msgs/msg/EpisodePhase", include_str!("../msg/EpisodePhase.msg")),
-    ("rft_msgs/msg/SafetyStatus", include_str!("../msg/SafetyStatus.msg")),
+    (
+        "rft_msgs/msg/PolicyUpdate",
+        include_str!("../msg/PolicyUpdate.msg"),
+    ),
+    (
+        "rft_msgs/msg/EpisodePhase",
+        include_str!("../msg/EpisodePhase.msg"),
+    ),
+    (
+        "rft_msgs/msg/SafetyStatus",
+        include_str!("../msg/SafetyStatus.msg"),
+    ),
     ("rft_msgs/msg/Metric", include_str!("../msg/Metric.msg")),
 ];
 
@@ -111,7 +180,11 @@ pub fn parse(type_name: &str, text: &str) -> Result<Vec<Field>> {
                 } else if let Some(n) = inner.strip_prefix("<=") {
                     Arity::Bounded(n.parse().map_err(|_| err(format!("bad bound `{inner}`")))?)
                 } else {
-                    Arity::Fixed(inner.parse().map_err(|_| err(format!("bad array size `{inner}`")))?)
+                    Arity::Fixed(
+                        inner
+                            .parse()
+                            .map_err(|_| err(format!("bad array size `{inner}`")))?,
+                    )
                 };
                 (&ty[..open], arity)
             }
@@ -119,7 +192,9 @@ pub fn parse(type_name: &str, text: &str) -> Result<Vec<Field>> {
         let kind = if let Some(bound) = base.strip_prefix("string<=") {
             FieldKind::Primitive {
                 name: "string".into(),
-                string_bound: bound.parse().map_err(|_| err(format!("bad string bound `{base}`")))?,
+                string_bound: bound
+                    .parse()
+                    .map_err(|_| err(format!("bad string bound `{base}`")))?,
             }
         } else if PRIMITIVES.iter().any(|(p, _)| *p == base) {
             FieldKind::Primitive {
@@ -146,7 +221,10 @@ pub fn parse(type_name: &str, text: &str) -> Result<Vec<Field>> {
 
 /// Looks up the `.msg` text of a type by its full name.
 pub fn definition(type_name: &str) -> Option<&'static str> {
-    DEFINITIONS.iter().find(|(n, _)| *n == type_name).map(|(_, t)| *t)
+    DEFINITIONS
+        .iter()
+        .find(|(n, _)| *n == type_name)
+        .map(|(_, t)| *t)
 }
 
 /// The type and all types it references (recursively), sorted by name, the type itself included.
@@ -175,7 +253,9 @@ fn json_str(out: &mut String, s: &str) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -194,7 +274,11 @@ fn describe(out: &mut String, type_name: &str, fields: &[Field]) {
         },
         arity: Arity::Single,
     }];
-    let fields = if fields.is_empty() { &dummy[..] } else { fields };
+    let fields = if fields.is_empty() {
+        &dummy[..]
+    } else {
+        fields
+    };
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
@@ -207,9 +291,14 @@ fn describe(out: &mut String, type_name: &str, fields: &[Field]) {
         };
         let (base_id, string_capacity, nested) = match &f.kind {
             FieldKind::Nested(n) => (1, 0, n.as_str()),
-            FieldKind::Primitive { string_bound, .. } if *string_bound > 0 => (21, *string_bound, ""),
+            FieldKind::Primitive { string_bound, .. } if *string_bound > 0 => {
+                (21, *string_bound, "")
+            }
             FieldKind::Primitive { name, .. } => {
-                let id = PRIMITIVES.iter().find(|(p, _)| p == name).map_or(0, |(_, id)| *id);
+                let id = PRIMITIVES
+                    .iter()
+                    .find(|(p, _)| p == name)
+                    .map_or(0, |(_, id)| *id);
                 (id, 0, "")
             }
         };
@@ -229,7 +318,9 @@ fn describe(out: &mut String, type_name: &str, fields: &[Field]) {
 pub fn type_description_json(type_name: &str) -> Result<String> {
     let all = closure(type_name)?;
     let mut out = String::from("{\"type_description\": ");
-    let main = all.get(type_name).ok_or_else(|| Error::UnknownType(type_name.into()))?;
+    let main = all
+        .get(type_name)
+        .ok_or_else(|| Error::UnknownType(type_name.into()))?;
     describe(&mut out, type_name, main);
     out.push_str(", \"referenced_type_descriptions\": [");
     let mut first = true;
@@ -278,10 +369,22 @@ mod tests {
     #[test]
     fn published_hashes_match() {
         let vectors = [
-            ("sensor_msgs/msg/JointState", "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e"),
-            ("sensor_msgs/msg/Image", "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"),
-            ("std_msgs/msg/Float64MultiArray", "RIHS01_1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f"),
-            ("geometry_msgs/msg/Twist", "RIHS01_9c45bf16fe0983d80e3cfe750d6835843d265a9a6c46bd2e609fcddde6fb8d2a"),
+            (
+                "sensor_msgs/msg/JointState",
+                "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e",
+            ),
+            (
+                "sensor_msgs/msg/Image",
+                "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47",
+            ),
+            (
+                "std_msgs/msg/Float64MultiArray",
+                "RIHS01_1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f",
+            ),
+            (
+                "geometry_msgs/msg/Twist",
+                "RIHS01_9c45bf16fe0983d80e3cfe750d6835843d265a9a6c46bd2e609fcddde6fb8d2a",
+            ),
         ];
         for (ty, hash) in vectors {
             assert_eq!(rihs01(ty).unwrap(), hash, "{ty}");
@@ -290,7 +393,8 @@ mod tests {
 
     #[test]
     fn parser_handles_arrays_bounds_constants_and_defaults() {
-        let text = "uint8 A=1\nfloat64[9] k # comment\nstring<=5[<=3] names\nfloat64 w 1\nHeader h\n";
+        let text =
+            "uint8 A=1\nfloat64[9] k # comment\nstring<=5[<=3] names\nfloat64 w 1\nHeader h\n";
         let f = parse("x/msg/Y", text).unwrap();
         assert_eq!(f.len(), 4);
         assert_eq!(f[0].arity, Arity::Fixed(9));
@@ -310,7 +414,11 @@ mod tests {
     #[test]
     fn schema_lists_every_dependency_once() {
         let s = ros2msg_schema("sensor_msgs/msg/CameraInfo").unwrap();
-        for dep in ["MSG: std_msgs/Header", "MSG: builtin_interfaces/Time", "MSG: sensor_msgs/RegionOfInterest"] {
+        for dep in [
+            "MSG: std_msgs/Header",
+            "MSG: builtin_interfaces/Time",
+            "MSG: sensor_msgs/RegionOfInterest",
+        ] {
             assert_eq!(s.matches(dep).count(), 1, "{dep} in\n{s}");
         }
     }

@@ -30,13 +30,17 @@ pub struct TypeInfo {
 
 impl std::fmt::Debug for TypeInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypeInfo").field("name", &self.name).field("hash", &self.hash).finish()
+        f.debug_struct("TypeInfo")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
 impl TypeInfo {
     fn of<M: Message>() -> Self {
-        let hash = msgdef::rihs01(M::TYPE_NAME).unwrap_or_else(|e| format!("RIHS01_unavailable({e})"));
+        let hash =
+            msgdef::rihs01(M::TYPE_NAME).unwrap_or_else(|e| format!("RIHS01_unavailable({e})"));
         let schema = msgdef::ros2msg_schema(M::TYPE_NAME).unwrap_or_default();
         Self {
             name: M::TYPE_NAME,
@@ -122,11 +126,22 @@ mod tests {
     fn every_type_has_a_hash_and_a_schema() {
         assert_eq!(all().len(), 26);
         for t in all() {
-            assert!(t.hash.starts_with("RIHS01_") && t.hash.len() == 71, "{} {}", t.name, t.hash);
+            assert!(
+                t.hash.starts_with("RIHS01_") && t.hash.len() == 71,
+                "{} {}",
+                t.name,
+                t.hash
+            );
             assert!(!t.schema.is_empty(), "{}", t.name);
         }
-        assert_eq!(by_name("sensor_msgs/JointState").unwrap().name, "sensor_msgs/msg/JointState");
-        assert_eq!(by_name("rft_msgs::msg::dds_::Action_").unwrap().name, "rft_msgs/msg/Action");
+        assert_eq!(
+            by_name("sensor_msgs/JointState").unwrap().name,
+            "sensor_msgs/msg/JointState"
+        );
+        assert_eq!(
+            by_name("rft_msgs::msg::dds_::Action_").unwrap().name,
+            "rft_msgs/msg/Action"
+        );
         assert!(by_name("nope/msg/Nope").is_err());
     }
 
@@ -138,6 +153,9 @@ mod tests {
         let mut bytes = Vec::new();
         t.json_to_cdr(json.clone(), &mut bytes).unwrap();
         assert_eq!(t.cdr_to_json(&bytes).unwrap(), json);
-        assert!(t.json_to_cdr(serde_json::json!({"name": []}), &mut bytes).is_err());
+        assert!(
+            t.json_to_cdr(serde_json::json!({"name": []}), &mut bytes)
+                .is_err()
+        );
     }
 }

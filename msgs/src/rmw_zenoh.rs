@@ -22,9 +22,13 @@ pub fn dds_type_name(type_name: &str) -> String {
 /// `sensor_msgs::msg::dds_::JointState_` → `sensor_msgs/msg/JointState`.
 pub fn ros_type_name(dds_name: &str) -> Option<String> {
     let mut parts = dds_name.split("::");
-    let (Some(pkg), Some(kind), Some("dds_"), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(pkg), Some(kind), Some("dds_"), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
     Some(format!("{pkg}/{kind}/{}", name.strip_suffix('_')?))
@@ -41,13 +45,22 @@ pub fn validate_topic(topic: &str) -> std::result::Result<(), String> {
     }
     for seg in rest.split('/') {
         if seg.is_empty() {
-            return Err(format!("topic `{topic}` has an empty segment (`//` or a trailing `/`)"));
+            return Err(format!(
+                "topic `{topic}` has an empty segment (`//` or a trailing `/`)"
+            ));
         }
         if seg.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!("topic `{topic}`: segment `{seg}` starts with a digit"));
+            return Err(format!(
+                "topic `{topic}`: segment `{seg}` starts with a digit"
+            ));
         }
-        if let Some(c) = seg.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
-            return Err(format!("topic `{topic}`: character `{c}` is not allowed (use A-Z, a-z, 0-9, _)"));
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+        {
+            return Err(format!(
+                "topic `{topic}`: character `{c}` is not allowed (use A-Z, a-z, 0-9, _)"
+            ));
         }
     }
     Ok(())
@@ -92,9 +105,12 @@ pub fn parse_data_key(key: &str) -> Result<DataKey> {
         return Err(err("no topic segment"));
     }
     Ok(DataKey {
-        domain_id: domain.parse().map_err(|_| err("domain id is not a number"))?,
+        domain_id: domain
+            .parse()
+            .map_err(|_| err("domain id is not a number"))?,
         topic: format!("/{}", topic.join("/")),
-        type_name: ros_type_name(dds).ok_or_else(|| err("type segment is not <pkg>::msg::dds_::<Name>_"))?,
+        type_name: ros_type_name(dds)
+            .ok_or_else(|| err("type segment is not <pkg>::msg::dds_::<Name>_"))?,
         type_hash: (*hash).to_string(),
     })
 }
@@ -128,7 +144,10 @@ impl Attachment {
             )));
         };
         if arr[16] != 16 {
-            return Err(Error::Attachment(format!("GID length is {}, expected 16", arr[16])));
+            return Err(Error::Attachment(format!(
+                "GID length is {}, expected 16",
+                arr[16]
+            )));
         }
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&arr[0..8]);
@@ -333,7 +352,19 @@ pub fn parse_token(key: &str) -> Result<Token> {
         reason: reason.to_string(),
     };
     let segs: Vec<&str> = key.split('/').collect();
-    let [root, domain, zid, nid, eid, kind, enclave, ns, node, rest @ ..] = segs.as_slice() else {
+    let [
+        root,
+        domain,
+        zid,
+        nid,
+        eid,
+        kind,
+        enclave,
+        ns,
+        node,
+        rest @ ..,
+    ] = segs.as_slice()
+    else {
         return Err(err("too few segments for a liveliness token"));
     };
     if *root != LIVELINESS_ROOT {
@@ -341,7 +372,9 @@ pub fn parse_token(key: &str) -> Result<Token> {
     }
     let kind = EntityKind::from_code(kind).ok_or_else(|| err("unknown entity kind"))?;
     let mut token = Token {
-        domain_id: domain.parse().map_err(|_| err("domain id is not a number"))?,
+        domain_id: domain
+            .parse()
+            .map_err(|_| err("domain id is not a number"))?,
         zid: (*zid).to_string(),
         node_id: nid.parse().map_err(|_| err("node id is not a number"))?,
         entity_id: eid.parse().map_err(|_| err("entity id is not a number"))?,
@@ -359,7 +392,11 @@ pub fn parse_token(key: &str) -> Result<Token> {
         (EntityKind::Node, _) => return Err(err("node token with extra segments")),
         (_, [topic, ty, hash, qos]) => {
             let topic = demangle(topic);
-            token.topic = Some(if topic.starts_with('/') { topic } else { format!("/{topic}") });
+            token.topic = Some(if topic.starts_with('/') {
+                topic
+            } else {
+                format!("/{topic}")
+            });
             token.type_name = Some(ros_type_name(ty).ok_or_else(|| err("bad type segment"))?);
             token.type_hash = Some((*hash).to_string());
             token.qos = Some((*qos).to_string());
@@ -377,8 +414,16 @@ mod tests {
 
     #[test]
     fn data_keys_follow_rmw_zenoh() {
-        let key = data_key(0, "/robot1/joint_states", "sensor_msgs/msg/JointState", HASH);
-        assert_eq!(key, format!("0/robot1/joint_states/sensor_msgs::msg::dds_::JointState_/{HASH}"));
+        let key = data_key(
+            0,
+            "/robot1/joint_states",
+            "sensor_msgs/msg/JointState",
+            HASH,
+        );
+        assert_eq!(
+            key,
+            format!("0/robot1/joint_states/sensor_msgs::msg::dds_::JointState_/{HASH}")
+        );
         let parsed = parse_data_key(&key).unwrap();
         assert_eq!(parsed.topic, "/robot1/joint_states");
         assert_eq!(parsed.type_name, "sensor_msgs/msg/JointState");
@@ -414,7 +459,10 @@ mod tests {
             namespace: String::new(),
             name: "talker".into(),
         };
-        assert_eq!(node.node_token(), "@ros2_lv/0/aac3178e146ba6f1fc6e6a4085e77f21/0/0/NN/%/%/talker");
+        assert_eq!(
+            node.node_token(),
+            "@ros2_lv/0/aac3178e146ba6f1fc6e6a4085e77f21/0/0/NN/%/%/talker"
+        );
         let tok = node.endpoint_token(
             10,
             EntityKind::Publisher,
@@ -431,7 +479,10 @@ mod tests {
         assert_eq!(parsed.kind, EntityKind::Publisher);
         assert_eq!(parsed.topic.as_deref(), Some("/chatter"));
         assert_eq!(parsed.type_name.as_deref(), Some("std_msgs/msg/String"));
-        assert_eq!(parse_token(&node.node_token()).unwrap().kind, EntityKind::Node);
+        assert_eq!(
+            parse_token(&node.node_token()).unwrap().kind,
+            EntityKind::Node
+        );
         assert!(parse_token("@ros2_lv/0/z/0/0/XX/%/%/n").is_err());
         let be = Qos {
             reliability: Reliability::BestEffort,

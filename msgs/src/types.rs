@@ -22,7 +22,9 @@ macro_rules! message {
 // ---------------------------------------------------------------- builtin_interfaces, std_msgs
 
 /// builtin_interfaces/Time.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub struct Time {
     pub sec: i32,
     pub nanosec: u32,

@@ -1,1 +1,371 @@
-fn main() {}
+//! The `rft` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use rft_nodes::bus::zenoh::{ZenohConfig, ZenohTransport};
+use rft_nodes::runtime::Shutdown;
+use rft_nodes::{app, launch, tools};
+
+#[derive(Parser)]
+#[command(
+    name = "rft",
+    version,
+    about = "Reset-free RL fine-tuning of robot manipulation policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every node of a launch file in this process.
+    Launch {
+        file: PathBuf,
+        /// Override a value: `--set nodes.0.rate_hz=20`, `--set bus.kind=zenoh`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Run one node of a launch file (multi-process / multi-machine over zenoh).
+    Node {
+        name: String,
+        #[arg(long)]
+        launch: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Validate a launch file without running anything.
+    Check {
+        file: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List live topics and their types (rmw_zenoh peers included).
+    Topics {
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        /// How long to wait for the graph to answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Also list publishers and subscribers.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print messages of a topic.
+    Echo {
+        topic: String,
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout_s: Option<f64>,
+        /// Print long arrays in full.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Print the rate and jitter of a topic.
+    Hz {
+        topic: String,
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        #[arg(long, default_value_t = 100)]
+        window: usize,
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
+    /// Record topics (all when none given) to an MCAP file that Foxglove and `ros2 bag` open.
+    Record {
+        out: PathBuf,
+        topics: Vec<String>,
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
+    /// Publish a message given as JSON, e.g.
+    /// `rft pub /joint_velocity_cmd std_msgs/msg/Float64MultiArray '{"layout":{"dim":[],"data_offset":0},"data":[0,0]}'`.
+    Pub {
+        topic: String,
+        r#type: String,
+        json: String,
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        #[arg(long, default_value_t = 1.0)]
+        rate_hz: f64,
+        /// Stop after this many messages (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Wait this long for subscribers to be discovered before the first message.
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+    },
+    /// Echo ping messages back (the other end of `rft ping` and the zenoh benchmarks).
+    Pong {
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Measure round-trip latency against an `rft pong`.
+    Ping {
+        #[command(flatten)]
+        zenoh: ZenohArgs,
+        #[arg(long, value_enum, default_value = "joint-state")]
+        kind: tools::PingKind,
+        /// Payload size in bytes for `--kind bytes`.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+}
+
+/// Zenoh session options shared by the graph tools.
+#[derive(Args, Clone)]
+struct ZenohArgs {
+    /// Endpoint to connect to (repeatable); default tcp/127.0.0.1:7447 (a router or an rft
+    /// process listening there) unless --listen is given.
+    #[arg(long)]
+    connect: Vec<String>,
+    /// Endpoint to listen on (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// ROS domain id.
+    #[arg(long, env = "ROS_DOMAIN_ID", default_value_t = 0)]
+    domain_id: u32,
+    /// Zenoh mode: peer or client.
+    #[arg(long, default_value = "peer")]
+    mode: String,
+}
+
+impl ZenohArgs {
+    fn open(&self) -> anyhow::Result<Arc<ZenohTransport>> {
+        let mut cfg = ZenohConfig {
+            mode: self.mode.clone(),
+            listen: self.listen.clone(),
+            ..ZenohConfig::default()
+        };
+        if !self.connect.is_empty() || !self.listen.is_empty() {
+            cfg.connect = self.connect.clone();
+        }
+        Ok(Arc::new(ZenohTransport::open(&cfg, self.domain_id)?))
+    }
+}
+
+static RUNTIME_STOP: Mutex<Option<Arc<Shutdown>>> = Mutex::new(None);
+
+fn install_ctrl_c() {
+    let result = ctrlc::set_handler(|| {
+        tools::INTERRUPTED.store(true, Ordering::Relaxed);
+        if let Some(s) = RUNTIME_STOP
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            s.trigger("interrupted (Ctrl-C)");
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot install the Ctrl-C handler");
+    }
+}
+
+fn secs(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    s.map(|s| Duration::try_from_secs_f64(s).with_context(|| format!("bad duration {s}")))
+        .transpose()
+}
+
+fn run_launch(file: &PathBuf, set: &[String], only: Option<&str>) -> anyhow::Result<()> {
+    let launch = launch::load(file, set)?;
+    let prepared = app::prepare(&launch, only)?;
+    let run_dir = prepared.run_dir.clone();
+    let report = app::run(prepared, |s| {
+        *RUNTIME_STOP.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    })?;
+    println!("run directory: {}", run_dir.display());
+    println!(
+        "stopped: {} (in {} ms)",
+        report.reason,
+        report.stop_latency.as_millis()
+    );
+    for n in &report.nodes {
+        println!(
+            "  {:<20} {:>8} steps {:>6} overruns {:>8} wakes{}",
+            n.name,
+            n.steps,
+            n.overruns,
+            n.wakes,
+            n.error
+                .as_ref()
+                .map(|e| format!("  ERROR: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = report.nodes.iter().find_map(|n| n.error.as_ref()) {
+        bail!("a node failed: {e}");
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zenoh=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    install_ctrl_c();
+    match real_main(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    match cli.cmd {
+        Cmd::Launch { file, set } => run_launch(&file, &set, None),
+        Cmd::Node { name, launch, set } => run_launch(&launch, &set, Some(&name)),
+        Cmd::Check { file, set } => {
+            let l = launch::load(&file, &set)?;
+            println!("{}: ok ({} nodes)", file.display(), l.nodes.len());
+            Ok(())
+        }
+        Cmd::Topics {
+            zenoh,
+            timeout_ms,
+            verbose,
+        } => {
+            let t = zenoh.open()?;
+            let topics = tools::list_topics(&t, Duration::from_millis(timeout_ms))?;
+            let mut out = stdout.lock();
+            for ti in topics {
+                writeln!(out, "{} [{}]", ti.topic, ti.type_name)?;
+                if verbose {
+                    writeln!(out, "    publishers: {}", ti.publishers.join(", "))?;
+                    writeln!(out, "    subscribers: {}", ti.subscribers.join(", "))?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Echo {
+            topic,
+            zenoh,
+            count,
+            timeout_s,
+            full,
+        } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_echo")?;
+            let n = tools::echo(
+                &node,
+                &topic,
+                count,
+                secs(timeout_s)?,
+                full,
+                &mut stdout.lock(),
+            )?;
+            if count.is_some_and(|c| n < c) {
+                bail!("received {n} of {} messages on {topic}", count.unwrap_or(0));
+            }
+            Ok(())
+        }
+        Cmd::Hz {
+            topic,
+            zenoh,
+            window,
+            duration_s,
+        } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_hz")?;
+            tools::hz(&node, &topic, window, secs(duration_s)?, &mut stdout.lock())?;
+            Ok(())
+        }
+        Cmd::Record {
+            out,
+            topics,
+            zenoh,
+            count,
+            duration_s,
+        } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_record")?;
+            let n = tools::record(&node, &out, &topics, count, secs(duration_s)?)?;
+            println!("wrote {n} messages to {}", out.display());
+            Ok(())
+        }
+        Cmd::Pub {
+            topic,
+            r#type,
+            json,
+            zenoh,
+            rate_hz,
+            count,
+            wait_ms,
+        } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_pub")?;
+            let n = tools::publish_json(
+                &node,
+                &topic,
+                &r#type,
+                &json,
+                rate_hz,
+                count,
+                Duration::from_millis(wait_ms),
+            )?;
+            println!("published {n} messages on {topic}");
+            Ok(())
+        }
+        Cmd::Pong { zenoh, count } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_pong")?;
+            let n = tools::pong(&node, count)?;
+            println!("echoed {n} messages");
+            Ok(())
+        }
+        Cmd::Ping {
+            zenoh,
+            kind,
+            size,
+            count,
+        } => {
+            let (_bus, node) = tools::zenoh_node(zenoh.open()?, "rft_ping")?;
+            let p = tools::Pinger::new(&node, kind, size)?;
+            if !p.wait_ready(Duration::from_secs(10))? {
+                bail!("no `rft pong` answered within 10 s");
+            }
+            let t0 = Instant::now();
+            let mut rtts = Vec::with_capacity(count);
+            for _ in 0..count {
+                match p.round_trip(Duration::from_secs(1))? {
+                    Some(d) => rtts.push(d),
+                    None => eprintln!("lost one echo"),
+                }
+            }
+            let rate = rtts.len() as f64 / t0.elapsed().as_secs_f64();
+            rtts.sort();
+            println!(
+                "{} round trips: p50 {:?} p99 {:?} max {:?}; one-way ≈ RTT/2: p50 {:?} p99 {:?}; {rate:.0} round trips/s",
+                rtts.len(),
+                tools::percentile(&rtts, 50.0),
+                tools::percentile(&rtts, 99.0),
+                rtts.last().copied().unwrap_or_default(),
+                tools::percentile(&rtts, 50.0) / 2,
+                tools::percentile(&rtts, 99.0) / 2,
+            );
+            Ok(())
+        }
+    }
+}

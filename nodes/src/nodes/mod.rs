@@ -1,0 +1,128 @@
+//! Every node kind a launch file can name, with its parameters.
+
+mod joint_sine;
+mod kinematic_arm;
+mod recorder;
+mod test_camera;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use joint_sine::{JointSine, JointSineParams};
+pub use kinematic_arm::{KinematicArm, KinematicArmParams};
+pub use recorder::{Recorder, RecorderParams};
+pub use test_camera::{TestCamera, TestCameraParams};
+
+use crate::bus::NodeHandle;
+use crate::error::Result;
+use crate::launch::NodeSpec;
+use crate::runtime::Node;
+
+/// Parameters of a node, by kind.
+#[derive(Debug, Clone)]
+pub enum NodeParams {
+    KinematicArm(KinematicArmParams),
+    JointSine(JointSineParams),
+    TestCamera(TestCameraParams),
+    Recorder(RecorderParams),
+}
+
+/// Node kinds, for error messages and `rft --help`.
+pub const KINDS: &[&str] = &["kinematic_arm", "joint_sine", "test_camera", "recorder"];
+
+fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
+    serde_path_to_error::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "(params)".to_string()
+        } else {
+            path
+        };
+        (path, e.into_inner().to_string())
+    })
+}
+
+impl NodeParams {
+    /// Parses the `params` table of a node of `kind`. Errors are `(key, reason)`; an empty key
+    /// means the kind itself is wrong.
+    pub fn parse(kind: &str, params: &toml::Table) -> std::result::Result<Self, (String, String)> {
+        Ok(match kind {
+            "kinematic_arm" => Self::KinematicArm(de(params)?),
+            "joint_sine" => Self::JointSine(de(params)?),
+            "test_camera" => Self::TestCamera(de(params)?),
+            "recorder" => Self::Recorder(de(params)?),
+            other => {
+                return Err((
+                    String::new(),
+                    format!(
+                        "unknown node kind `{other}`; known kinds: {}",
+                        KINDS.join(", ")
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        match self {
+            Self::KinematicArm(p) => p.validate(),
+            Self::JointSine(p) => p.validate(),
+            Self::TestCamera(p) => p.validate(),
+            Self::Recorder(p) => p.validate(),
+        }
+    }
+
+    pub fn default_rate_hz(&self) -> f64 {
+        match self {
+            Self::KinematicArm(_) => 100.0,
+            Self::JointSine(_) => 50.0,
+            Self::TestCamera(_) => 10.0,
+            Self::Recorder(_) => 20.0,
+        }
+    }
+
+    /// Whether this node commands a robot or is one (so it gets special care at shutdown).
+    pub fn is_robot_facing(&self) -> bool {
+        matches!(self, Self::KinematicArm(_) | Self::JointSine(_))
+    }
+}
+
+/// What nodes may need from the launch beyond their own parameters.
+#[derive(Debug, Clone)]
+pub struct LaunchCtx {
+    /// `runs/<time>-<name>`.
+    pub run_dir: PathBuf,
+}
+
+/// Builds the node described by `spec`.
+pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<Box<dyn Node>> {
+    let rate = spec
+        .entry
+        .rate_hz
+        .unwrap_or_else(|| spec.params.default_rate_hz());
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let name = spec.entry.name.clone();
+    Ok(match &spec.params {
+        NodeParams::KinematicArm(p) => {
+            Box::new(KinematicArm::new(name, p.clone(), period, handle)?)
+        }
+        NodeParams::JointSine(p) => Box::new(JointSine::new(name, p.clone(), period, handle)?),
+        NodeParams::TestCamera(p) => Box::new(TestCamera::new(name, p.clone(), period, handle)?),
+        NodeParams::Recorder(p) => Box::new(Recorder::new(name, p.clone(), period, handle, ctx)?),
+    })
+}
+
+fn check(
+    ok: bool,
+    key: &str,
+    reason: impl FnOnce() -> String,
+) -> std::result::Result<(), (String, String)> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key.to_string(), reason()))
+    }
+}

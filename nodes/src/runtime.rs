@@ -1,0 +1,478 @@
+//! The node runtime: it owns threads, timers, the clock and shutdown. A node is a plain struct
+//! with `step` (on its timer) and `on_wake` (when a subscription delivered); it never spawns
+//! threads or sleeps to pace itself.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rft_msgs::Time;
+
+use crate::bus::Signal;
+use crate::error::{Error, Result};
+
+/// Longest a node thread sleeps before it looks at the shutdown flag again.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// Simulated time, advanced by whoever owns the simulation.
+#[derive(Debug, Default)]
+pub struct SimClock {
+    ns: AtomicI64,
+    waiters: Mutex<Vec<Weak<Signal>>>,
+}
+
+impl SimClock {
+    pub fn now_ns(&self) -> i64 {
+        self.ns.load(Ordering::Acquire)
+    }
+
+    /// Moves simulated time forward (never backwards) and wakes every waiting node.
+    pub fn advance_to(&self, ns: i64) {
+        self.ns.fetch_max(ns, Ordering::AcqRel);
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        w.retain(|s| match s.upgrade() {
+            Some(s) => {
+                s.notify();
+                true
+            }
+            None => false,
+        });
+    }
+
+    fn register(&self, s: &Arc<Signal>) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(s));
+    }
+}
+
+/// The clock every node's stamps follow.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// Wall time (Unix epoch).
+    Wall,
+    /// Simulated time, advanced by the simulator.
+    Sim(Arc<SimClock>),
+}
+
+impl Clock {
+    pub fn now_ns(&self) -> i64 {
+        match self {
+            Clock::Wall => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            Clock::Sim(s) => s.now_ns(),
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        Time::from_nanos(self.now_ns())
+    }
+}
+
+/// Shared shutdown flag. Triggering it wakes every node.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    reason: Mutex<Option<String>>,
+    signals: Mutex<Vec<Arc<Signal>>>,
+}
+
+impl Shutdown {
+    pub fn trigger(&self, reason: &str) {
+        {
+            let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+            if r.is_none() {
+                *r = Some(reason.to_string());
+            }
+        }
+        self.flag.store(true, Ordering::Release);
+        for s in self
+            .signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            s.notify();
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn register(&self, s: Arc<Signal>) {
+        self.signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
+    }
+}
+
+/// What a node sees at each call.
+pub struct StepCtx<'a> {
+    /// Current time on the runtime's clock.
+    pub now: Time,
+    pub clock: &'a Clock,
+    shutdown: &'a Shutdown,
+}
+
+impl StepCtx<'_> {
+    /// Asks the whole runtime to stop (e.g. a node finished its job).
+    pub fn request_shutdown(&self, reason: &str) {
+        self.shutdown.trigger(reason);
+    }
+}
+
+/// A node.
+pub trait Node: Send {
+    fn name(&self) -> &str;
+    /// Period of `step`; `None` for nodes that only react to messages.
+    fn period(&self) -> Option<Duration>;
+    /// Called once per period.
+    fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()>;
+    /// Called when one of the node's subscriptions delivered.
+    fn on_wake(&mut self, _ctx: &StepCtx<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Called once when the runtime stops; robot-facing nodes send their final zero command here.
+    fn shutdown(&mut self, _ctx: &StepCtx<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Counters of one node.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub steps: AtomicU64,
+    pub overruns: AtomicU64,
+    pub wakes: AtomicU64,
+}
+
+/// Per-node result of a run.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    pub name: String,
+    pub steps: u64,
+    pub overruns: u64,
+    pub wakes: u64,
+    pub error: Option<String>,
+}
+
+/// Result of [`Runtime::run`].
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub nodes: Vec<NodeReport>,
+    pub reason: String,
+    /// From the shutdown request to the last node thread joined.
+    pub stop_latency: Duration,
+}
+
+struct Entry {
+    node: Box<dyn Node>,
+    wake: Arc<Signal>,
+}
+
+/// Runs nodes, one thread each.
+pub struct Runtime {
+    clock: Clock,
+    shutdown: Arc<Shutdown>,
+    entries: Vec<Entry>,
+    progress_every: Option<Duration>,
+}
+
+impl Runtime {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            shutdown: Arc::new(Shutdown::default()),
+            entries: Vec::new(),
+            progress_every: None,
+        }
+    }
+
+    /// Logs a progress line (steps and overruns per node) this often.
+    pub fn with_progress(mut self, every: Duration) -> Self {
+        self.progress_every = Some(every);
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The handle that stops the runtime (Ctrl-C handlers, tests).
+    pub fn shutdown_handle(&self) -> Arc<Shutdown> {
+        self.shutdown.clone()
+    }
+
+    /// Adds a node; `wake` is the signal its subscriptions notify (from its `NodeHandle`).
+    pub fn add(&mut self, node: Box<dyn Node>, wake: Arc<Signal>) {
+        self.entries.push(Entry { node, wake });
+    }
+
+    /// Runs until `duration` passes (on the runtime's clock) or shutdown is triggered.
+    pub fn run(self, duration: Option<Duration>) -> Result<RunReport> {
+        let Runtime {
+            clock,
+            shutdown,
+            entries,
+            progress_every,
+        } = self;
+        let main_signal = Arc::new(Signal::default());
+        shutdown.register(main_signal.clone());
+        let mut threads: Vec<(String, Arc<NodeStats>, JoinHandle<Option<String>>)> = Vec::new();
+        for Entry { node, wake } in entries {
+            let name = node.name().to_string();
+            shutdown.register(wake.clone());
+            if let Clock::Sim(s) = &clock {
+                s.register(&wake);
+            }
+            let stats = Arc::new(NodeStats::default());
+            let (c, sd, st) = (clock.clone(), shutdown.clone(), stats.clone());
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || run_node(node, wake, c, sd, st))
+                .map_err(|e| Error::Io {
+                    context: format!("spawning thread for node {name}"),
+                    source: e,
+                })?;
+            threads.push((name, stats, handle));
+        }
+        tracing::info!(nodes = threads.len(), "runtime started");
+
+        let start_ns = clock.now_ns();
+        let start_wall = Instant::now();
+        let mut last_progress = Instant::now();
+        while !shutdown.is_triggered() {
+            if let Some(d) = duration {
+                let elapsed_ns = clock.now_ns().saturating_sub(start_ns);
+                if elapsed_ns >= i64::try_from(d.as_nanos()).unwrap_or(i64::MAX) {
+                    shutdown.trigger("duration reached");
+                    break;
+                }
+            }
+            main_signal.wait_timeout(MAX_WAIT);
+            if let Some(every) = progress_every
+                && last_progress.elapsed() >= every
+            {
+                last_progress = Instant::now();
+                let summary: Vec<String> = threads
+                    .iter()
+                    .map(|(n, s, _)| {
+                        format!(
+                            "{n}: {} steps, {} overruns",
+                            s.steps.load(Ordering::Relaxed),
+                            s.overruns.load(Ordering::Relaxed)
+                        )
+                    })
+                    .collect();
+                tracing::info!(
+                    elapsed_s = format!("{:.1}", start_wall.elapsed().as_secs_f64()),
+                    "{}",
+                    summary.join(" | ")
+                );
+            }
+        }
+        let stop_requested = Instant::now();
+        let reason = shutdown.reason().unwrap_or_else(|| "stopped".into());
+        tracing::info!(%reason, "stopping nodes");
+        let mut nodes = Vec::new();
+        for (name, stats, handle) in threads {
+            let error = match handle.join() {
+                Ok(e) => e,
+                Err(_) => Some("node thread panicked".into()),
+            };
+            nodes.push(NodeReport {
+                name,
+                steps: stats.steps.load(Ordering::Relaxed),
+                overruns: stats.overruns.load(Ordering::Relaxed),
+                wakes: stats.wakes.load(Ordering::Relaxed),
+                error,
+            });
+        }
+        let stop_latency = stop_requested.elapsed();
+        tracing::info!(
+            stop_ms = stop_latency.as_millis() as u64,
+            "all nodes stopped"
+        );
+        Ok(RunReport {
+            nodes,
+            reason,
+            stop_latency,
+        })
+    }
+}
+
+fn run_node(
+    mut node: Box<dyn Node>,
+    wake: Arc<Signal>,
+    clock: Clock,
+    shutdown: Arc<Shutdown>,
+    stats: Arc<NodeStats>,
+) -> Option<String> {
+    let name = node.name().to_string();
+    let period_ns = node
+        .period()
+        .map(|p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX).max(1));
+    let mut next = period_ns.map(|p| clock.now_ns() + p);
+    let mut error = None;
+    let ctx = |clock: &Clock| clock.now();
+    while !shutdown.is_triggered() {
+        let now = clock.now_ns();
+        if let (Some(p), Some(deadline)) = (period_ns, next)
+            && now >= deadline
+        {
+            let span = tracing::debug_span!("step", node = %name);
+            let _g = span.enter();
+            let c = StepCtx {
+                now: ctx(&clock),
+                clock: &clock,
+                shutdown: &shutdown,
+            };
+            if let Err(e) = node.step(&c) {
+                tracing::error!(node = %name, error = %e, "step failed; stopping");
+                error = Some(e.to_string());
+                shutdown.trigger(&format!("node {name} failed: {e}"));
+                break;
+            }
+            stats.steps.fetch_add(1, Ordering::Relaxed);
+            let mut nd = deadline + p;
+            let after = clock.now_ns();
+            if after >= nd {
+                let missed = (after - nd) / p + 1;
+                stats.overruns.fetch_add(missed as u64, Ordering::Relaxed);
+                nd += missed * p;
+            }
+            next = Some(nd);
+            continue;
+        }
+        let wait = match (next, &clock) {
+            (Some(d), Clock::Wall) => {
+                Duration::from_nanos(u64::try_from(d - now).unwrap_or(0)).min(MAX_WAIT)
+            }
+            _ => MAX_WAIT,
+        };
+        if wake.wait_timeout(wait) && !shutdown.is_triggered() {
+            stats.wakes.fetch_add(1, Ordering::Relaxed);
+            let c = StepCtx {
+                now: ctx(&clock),
+                clock: &clock,
+                shutdown: &shutdown,
+            };
+            if let Err(e) = node.on_wake(&c) {
+                tracing::error!(node = %name, error = %e, "message handling failed; stopping");
+                error = Some(e.to_string());
+                shutdown.trigger(&format!("node {name} failed: {e}"));
+                break;
+            }
+        }
+    }
+    let c = StepCtx {
+        now: ctx(&clock),
+        clock: &clock,
+        shutdown: &shutdown,
+    };
+    if let Err(e) = node.shutdown(&c) {
+        tracing::warn!(node = %name, error = %e, "shutdown hook failed");
+        error.get_or_insert(e.to_string());
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counter {
+        period: Duration,
+        steps: Arc<AtomicU64>,
+        work: Duration,
+        shut: Arc<AtomicBool>,
+    }
+
+    impl Node for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        fn period(&self) -> Option<Duration> {
+            Some(self.period)
+        }
+        fn step(&mut self, _ctx: &StepCtx<'_>) -> Result<()> {
+            self.steps.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(self.work); // simulated work, to provoke overruns
+            Ok(())
+        }
+        fn shutdown(&mut self, _ctx: &StepCtx<'_>) -> Result<()> {
+            self.shut.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sim_clock_paces_timers_and_shutdown_runs_hooks() {
+        let sim = Arc::new(SimClock::default());
+        let mut rt = Runtime::new(Clock::Sim(sim.clone()));
+        let steps = Arc::new(AtomicU64::new(0));
+        let shut = Arc::new(AtomicBool::new(false));
+        rt.add(
+            Box::new(Counter {
+                period: Duration::from_millis(10),
+                steps: steps.clone(),
+                work: Duration::ZERO,
+                shut: shut.clone(),
+            }),
+            Arc::new(Signal::default()),
+        );
+        let stop = rt.shutdown_handle();
+        let h = std::thread::spawn(move || rt.run(None));
+        // Advance simulated time by 10 periods, one at a time, waiting for each step.
+        for i in 1..=10 {
+            sim.advance_to(i * 10_000_000);
+            let t0 = Instant::now();
+            while steps.load(Ordering::Relaxed) < i as u64 {
+                assert!(t0.elapsed() < Duration::from_secs(5), "step {i} never ran");
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(
+            steps.load(Ordering::Relaxed),
+            10,
+            "no extra steps without sim time"
+        );
+        stop.trigger("test");
+        let report = h.join().unwrap().unwrap();
+        assert!(shut.load(Ordering::Relaxed), "shutdown hook ran");
+        assert_eq!(report.reason, "test");
+        assert!(report.stop_latency < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn slow_steps_count_overruns() {
+        let mut rt = Runtime::new(Clock::Wall);
+        let steps = Arc::new(AtomicU64::new(0));
+        rt.add(
+            Box::new(Counter {
+                period: Duration::from_millis(2),
+                steps: steps.clone(),
+                work: Duration::from_millis(7),
+                shut: Arc::new(AtomicBool::new(false)),
+            }),
+            Arc::new(Signal::default()),
+        );
+        let report = rt.run(Some(Duration::from_millis(200))).unwrap();
+        let n = &report.nodes[0];
+        assert!(n.steps >= 5, "{n:?}");
+        // Each 7 ms step spans at least 3 periods of 2 ms, so at least 2 ticks are missed.
+        assert!(n.overruns >= 2 * (n.steps - 1), "{n:?}");
+    }
+}
