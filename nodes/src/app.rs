@@ -9,7 +9,7 @@ use crate::bus::{Bus, Signal};
 use crate::error::{Error, Result};
 use crate::launch::{BusConfig, BusKind, ClockKind, Launch};
 use crate::nodes::{self, LaunchCtx};
-use crate::runtime::{Clock, RunReport, Runtime, Shutdown, SimClock};
+use crate::runtime::{Clock, RunReport, Runtime, Shutdown, SimClock, Stage};
 
 /// Opens the bus a launch file asks for.
 pub fn open_bus(cfg: &BusConfig) -> Result<Bus> {
@@ -131,7 +131,12 @@ pub fn prepare(launch: &Launch, only: Option<&str>) -> Result<Prepared> {
         let wake = Arc::new(Signal::default());
         let handle = bus.node(&spec.entry.name, spec.entry.remap.clone(), wake.clone())?;
         let node = nodes::create(spec, &handle, &ctx)?;
-        runtime.add(node, wake);
+        let stage = if spec.params.is_observer() {
+            Stage::Observer
+        } else {
+            Stage::Normal
+        };
+        runtime.add_in_stage(node, wake, stage);
     }
     Ok(Prepared {
         runtime,

@@ -177,9 +177,19 @@ pub struct RunReport {
     pub stop_latency: Duration,
 }
 
+/// When a node stops relative to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Stops first (drivers, controllers: their final commands go out now).
+    Normal,
+    /// Stops after every `Normal` node (recorders see the final commands).
+    Observer,
+}
+
 struct Entry {
     node: Box<dyn Node>,
     wake: Arc<Signal>,
+    stage: Stage,
 }
 
 /// Runs nodes, one thread each.
@@ -217,7 +227,12 @@ impl Runtime {
 
     /// Adds a node; `wake` is the signal its subscriptions notify (from its `NodeHandle`).
     pub fn add(&mut self, node: Box<dyn Node>, wake: Arc<Signal>) {
-        self.entries.push(Entry { node, wake });
+        self.add_in_stage(node, wake, Stage::Normal);
+    }
+
+    /// Adds a node that stops in the given shutdown stage.
+    pub fn add_in_stage(&mut self, node: Box<dyn Node>, wake: Arc<Signal>, stage: Stage) {
+        self.entries.push(Entry { node, wake, stage });
     }
 
     /// Runs until `duration` passes (on the runtime's clock) or shutdown is triggered.
@@ -230,23 +245,32 @@ impl Runtime {
         } = self;
         let main_signal = Arc::new(Signal::default());
         shutdown.register(main_signal.clone());
-        let mut threads: Vec<(String, Arc<NodeStats>, JoinHandle<Option<String>>)> = Vec::new();
-        for Entry { node, wake } in entries {
+        let mut threads: Vec<Running> = Vec::new();
+        let stage_stop = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
+        for Entry { node, wake, stage } in entries {
             let name = node.name().to_string();
             shutdown.register(wake.clone());
             if let Clock::Sim(s) = &clock {
                 s.register(&wake);
             }
             let stats = Arc::new(NodeStats::default());
+            let stop = stage_stop[stage as usize].clone();
             let (c, sd, st) = (clock.clone(), shutdown.clone(), stats.clone());
+            let w = wake.clone();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run_node(node, wake, c, sd, st))
+                .spawn(move || run_node(node, w, c, sd, stop, st))
                 .map_err(|e| Error::Io {
                     context: format!("spawning thread for node {name}"),
                     source: e,
                 })?;
-            threads.push((name, stats, handle));
+            threads.push(Running {
+                name,
+                stats,
+                handle,
+                stage,
+                wake,
+            });
         }
         tracing::info!(nodes = threads.len(), "runtime started");
 
@@ -268,11 +292,12 @@ impl Runtime {
                 last_progress = Instant::now();
                 let summary: Vec<String> = threads
                     .iter()
-                    .map(|(n, s, _)| {
+                    .map(|r| {
                         format!(
-                            "{n}: {} steps, {} overruns",
-                            s.steps.load(Ordering::Relaxed),
-                            s.overruns.load(Ordering::Relaxed)
+                            "{}: {} steps, {} overruns",
+                            r.name,
+                            r.stats.steps.load(Ordering::Relaxed),
+                            r.stats.overruns.load(Ordering::Relaxed)
                         )
                     })
                     .collect();
@@ -287,18 +312,26 @@ impl Runtime {
         let reason = shutdown.reason().unwrap_or_else(|| "stopped".into());
         tracing::info!(%reason, "stopping nodes");
         let mut nodes = Vec::new();
-        for (name, stats, handle) in threads {
-            let error = match handle.join() {
-                Ok(e) => e,
-                Err(_) => Some("node thread panicked".into()),
-            };
-            nodes.push(NodeReport {
-                name,
-                steps: stats.steps.load(Ordering::Relaxed),
-                overruns: stats.overruns.load(Ordering::Relaxed),
-                wakes: stats.wakes.load(Ordering::Relaxed),
-                error,
-            });
+        for stage in [Stage::Normal, Stage::Observer] {
+            stage_stop[stage as usize].store(true, Ordering::Release);
+            let (now, later): (Vec<Running>, Vec<Running>) = threads.into_iter().partition(|r| r.stage == stage);
+            threads = later;
+            for r in &now {
+                r.wake.notify();
+            }
+            for r in now {
+                let error = match r.handle.join() {
+                    Ok(e) => e,
+                    Err(_) => Some("node thread panicked".into()),
+                };
+                nodes.push(NodeReport {
+                    name: r.name,
+                    steps: r.stats.steps.load(Ordering::Relaxed),
+                    overruns: r.stats.overruns.load(Ordering::Relaxed),
+                    wakes: r.stats.wakes.load(Ordering::Relaxed),
+                    error,
+                });
+            }
         }
         let stop_latency = stop_requested.elapsed();
         tracing::info!(
@@ -313,11 +346,20 @@ impl Runtime {
     }
 }
 
+struct Running {
+    name: String,
+    stats: Arc<NodeStats>,
+    handle: JoinHandle<Option<String>>,
+    stage: Stage,
+    wake: Arc<Signal>,
+}
+
 fn run_node(
     mut node: Box<dyn Node>,
     wake: Arc<Signal>,
     clock: Clock,
     shutdown: Arc<Shutdown>,
+    stop: Arc<AtomicBool>,
     stats: Arc<NodeStats>,
 ) -> Option<String> {
     let name = node.name().to_string();
@@ -327,7 +369,7 @@ fn run_node(
     let mut next = period_ns.map(|p| clock.now_ns() + p);
     let mut error = None;
     let ctx = |clock: &Clock| clock.now();
-    while !shutdown.is_triggered() {
+    while !stop.load(Ordering::Acquire) {
         let now = clock.now_ns();
         if let (Some(p), Some(deadline)) = (period_ns, next)
             && now >= deadline
@@ -362,7 +404,7 @@ fn run_node(
             }
             _ => MAX_WAIT,
         };
-        if wake.wait_timeout(wait) && !shutdown.is_triggered() {
+        if wake.wait_timeout(wait) && !stop.load(Ordering::Acquire) {
             stats.wakes.fetch_add(1, Ordering::Relaxed);
             let c = StepCtx {
                 now: ctx(&clock),

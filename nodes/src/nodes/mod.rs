@@ -84,9 +84,9 @@ impl NodeParams {
         }
     }
 
-    /// Whether this node commands a robot or is one (so it gets special care at shutdown).
-    pub fn is_robot_facing(&self) -> bool {
-        matches!(self, Self::KinematicArm(_) | Self::JointSine(_))
+    /// Observers (recorders) stop after every other node, so they see final commands.
+    pub fn is_observer(&self) -> bool {
+        matches!(self, Self::Recorder(_))
     }
 }
 

@@ -1,0 +1,113 @@
+//! Bad launch files are rejected before anything runs, with the file, the key and the reason.
+
+use std::path::Path;
+
+use rft_nodes::launch;
+
+const GOOD: &str = r#"
+name = "t"
+[[nodes]]
+name = "arm"
+kind = "kinematic_arm"
+[[nodes]]
+name = "cmd"
+kind = "joint_sine"
+"#;
+
+fn err(text: &str) -> String {
+    match launch::parse(Path::new("bad.toml"), text, &[]) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_names(msg: &str, key: &str, reason: &str) {
+    assert!(msg.starts_with("bad.toml: "), "file missing: {msg}");
+    assert!(msg.contains(key), "key `{key}` missing: {msg}");
+    assert!(msg.contains(reason), "reason `{reason}` missing: {msg}");
+}
+
+#[test]
+fn the_good_file_and_the_shipped_launch_files_validate() {
+    let l = launch::parse(Path::new("good.toml"), GOOD, &[]).unwrap();
+    assert_eq!(l.nodes.len(), 2);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch");
+    for entry in std::fs::read_dir(root).unwrap() {
+        let p = entry.unwrap().path();
+        launch::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn unknown_key() {
+    let m = err(&format!("{GOOD}\nspeed = 3\n"));
+    assert_names(&m, "speed", "unknown field `speed`");
+    let m = err("name = \"t\"\n[bus]\nkind = \"zenoh\"\nmulticast = true\n");
+    assert_names(&m, "bus.multicast", "unknown field `multicast`");
+    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { joint_namez = [] }\n");
+    assert_names(&m, "nodes[0].params.joint_namez", "unknown field `joint_namez`");
+}
+
+#[test]
+fn wrong_type() {
+    let m = err("name = \"t\"\nduration_s = \"ten\"\n");
+    assert_names(&m, "duration_s", "invalid type: string \"ten\"");
+    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"joint_sine\"\nparams = { joints = 1.5 }\n");
+    assert_names(&m, "nodes[0].params.joints", "invalid type");
+    let m = err("name = \"t\"\n[bus]\nkind = \"carrier_pigeon\"\n");
+    assert_names(&m, "bus.kind", "unknown variant `carrier_pigeon`");
+}
+
+#[test]
+fn missing_file() {
+    let e = launch::load(Path::new("/nonexistent/launch.toml"), &[]).unwrap_err().to_string();
+    assert!(e.starts_with("/nonexistent/launch.toml: (file): cannot read launch file"), "{e}");
+    let m = err("name = \"t\"\n[bus.zenoh]\nconfig_file = \"/nonexistent/zenoh.json5\"\n");
+    assert_names(&m, "bus.zenoh.config_file", "does not exist");
+}
+
+#[test]
+fn bad_topic_name() {
+    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nremap = { \"/joint_states\" = \"joint states\" }\n");
+    assert_names(&m, "nodes[0].remap.\"/joint_states\"", "must start with `/`");
+    let m = err("name = \"t\"\n[[nodes]]\nname = \"r\"\nkind = \"recorder\"\nparams = { topics = [\"/ok\", \"/a//b\"] }\n");
+    assert_names(&m, "nodes[0].params.topics[1]", "empty segment");
+}
+
+#[test]
+fn duplicate_node_name() {
+    let m = err(&format!("{GOOD}\n[[nodes]]\nname = \"arm\"\nkind = \"test_camera\"\n"));
+    assert_names(&m, "nodes[2].name", "duplicate node name `arm`");
+}
+
+#[test]
+fn other_checks() {
+    assert_names(&err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"teleporter\"\n"), "nodes[0].kind", "unknown node kind `teleporter`");
+    assert_names(&err("name = \"t\"\nduration_s = -1.0\n"), "duration_s", "positive");
+    assert_names(&err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nrate_hz = 0\n"), "nodes[0].rate_hz", "positive");
+    assert_names(
+        &err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { initial_position = [0.0] }\n"),
+        "nodes[0].params.initial_position",
+        "has 1 values but there are 7 joints",
+    );
+    assert_names(&err("name = \"t\"\n[bus.zenoh]\nlisten = [\"127.0.0.1\"]\n"), "bus.zenoh.listen[0]", "is not an endpoint");
+    assert_names(&err("name = [\n"), "(syntax)", "line");
+    assert_names(&err("[bus]\nkind = \"inproc\"\n"), "(root)", "missing field `name`");
+    if !cfg!(feature = "ros2") {
+        assert_names(&err("name = \"t\"\n[bus]\nkind = \"ros2\"\n"), "bus.kind", "--features ros2");
+    }
+}
+
+#[test]
+fn overrides_apply_before_validation() {
+    let l = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=250".into(), "bus.kind=zenoh".into()]).unwrap();
+    assert_eq!(l.nodes[0].entry.rate_hz, Some(250.0));
+    assert_eq!(l.file.bus.kind, launch::BusKind::Zenoh);
+    assert!(l.resolved.contains("rate_hz = 250"), "{}", l.resolved);
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.9.rate_hz=1".into()]).unwrap_err().to_string();
+    assert!(e.contains("nodes.9.rate_hz") && e.contains("index 9 is past the 2 entries"), "{e}");
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=-5".into()]).unwrap_err().to_string();
+    assert!(e.contains("nodes[0].rate_hz"), "{e}");
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["novalue".into()]).unwrap_err().to_string();
+    assert!(e.contains("--set needs KEY=VALUE"), "{e}");
+}
