@@ -36,9 +36,13 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
 }
 
 fn random_string(rng: &mut StdRng) -> String {
-    const ALPHABET: &[char] = &['a', 'b', 'z', 'A', 'Q', '0', '9', '_', ' ', '/', 'é', 'ß', '日', '€', '"', '\\'];
+    const ALPHABET: &[char] = &[
+        'a', 'b', 'z', 'A', 'Q', '0', '9', '_', ' ', '/', 'é', 'ß', '日', '€', '"', '\\',
+    ];
     let n = rng.random_range(0..12);
-    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect()
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+        .collect()
 }
 
 fn random_f64(rng: &mut StdRng) -> f64 {
@@ -108,7 +112,11 @@ fn random_field(rng: &mut StdRng, f: &Field) -> Value {
         Arity::Fixed(n) => Value::Array((0..n).map(|_| one(rng)).collect()),
         Arity::Bounded(n) => Value::Array((0..rng.random_range(0..=n)).map(|_| one(rng)).collect()),
         Arity::Unbounded => {
-            let n = if byte_like { rng.random_range(0..64) } else { rng.random_range(0..8) };
+            let n = if byte_like {
+                rng.random_range(0..64)
+            } else {
+                rng.random_range(0..8)
+            };
             Value::Array((0..n).map(|_| one(rng)).collect())
         }
     }
@@ -139,7 +147,11 @@ fn generate(dir: &Path, n: usize, seed: u64) -> Result<(), String> {
             writeln!(out, "{line}").map_err(|e| e.to_string())?;
         }
     }
-    println!("wrote {n} instances of each of {} types to {}", registry::all().len(), dir.display());
+    println!(
+        "wrote {n} instances of each of {} types to {}",
+        registry::all().len(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -165,9 +177,13 @@ fn check(dir: &Path) -> Result<(), String> {
                 .cdr_to_json(&peer_bytes)
                 .map_err(|e| format!("{where_}: rft cannot decode the peer's bytes: {e}"))?;
             if decoded != rec["json"] {
-                return Err(format!("{where_}: decoded {decoded}\n expected {}", rec["json"]));
+                return Err(format!(
+                    "{where_}: decoded {decoded}\n expected {}",
+                    rec["json"]
+                ));
             }
-            info.json_to_cdr(rec["json"].clone(), &mut buf).map_err(|e| e.to_string())?;
+            info.json_to_cdr(rec["json"].clone(), &mut buf)
+                .map_err(|e| e.to_string())?;
             if buf != peer_bytes {
                 return Err(format!(
                     "{where_}: rft encodes {}\n the peer encoded {}",
@@ -187,7 +203,12 @@ fn check(dir: &Path) -> Result<(), String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["gen", dir, n, seed] => match (n.parse(), seed.parse()) {
             (Ok(n), Ok(seed)) => generate(Path::new(dir), n, seed),
             _ => Err("N and SEED must be numbers".into()),

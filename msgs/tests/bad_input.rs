@@ -28,10 +28,19 @@ fn valid_samples() -> Vec<(&'static rft_msgs::TypeInfo, Vec<u8>)> {
         ..Default::default()
     };
     vec![
-        (registry::of::<JointState>().unwrap(), cdr::encode(&js).unwrap()),
+        (
+            registry::of::<JointState>().unwrap(),
+            cdr::encode(&js).unwrap(),
+        ),
         (registry::of::<Image>().unwrap(), cdr::encode(&img).unwrap()),
-        (registry::of::<CameraInfo>().unwrap(), cdr::encode(&CameraInfo::default()).unwrap()),
-        (registry::of::<Transition>().unwrap(), cdr::encode(&tr).unwrap()),
+        (
+            registry::of::<CameraInfo>().unwrap(),
+            cdr::encode(&CameraInfo::default()).unwrap(),
+        ),
+        (
+            registry::of::<Transition>().unwrap(),
+            cdr::encode(&tr).unwrap(),
+        ),
     ]
 }
 
@@ -39,7 +48,11 @@ fn valid_samples() -> Vec<(&'static rft_msgs::TypeInfo, Vec<u8>)> {
 fn every_truncation_of_a_valid_message_is_an_error() {
     for (info, bytes) in valid_samples() {
         for len in 0..bytes.len().saturating_sub(3) {
-            assert!(info.cdr_to_json(&bytes[..len]).is_err(), "{} truncated to {len}", info.name);
+            assert!(
+                info.cdr_to_json(&bytes[..len]).is_err(),
+                "{} truncated to {len}",
+                info.name
+            );
         }
         assert!(info.cdr_to_json(&bytes).is_ok());
     }

@@ -246,7 +246,10 @@ impl Runtime {
         let main_signal = Arc::new(Signal::default());
         shutdown.register(main_signal.clone());
         let mut threads: Vec<Running> = Vec::new();
-        let stage_stop = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
+        let stage_stop = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
         for Entry { node, wake, stage } in entries {
             let name = node.name().to_string();
             shutdown.register(wake.clone());
@@ -314,7 +317,8 @@ impl Runtime {
         let mut nodes = Vec::new();
         for stage in [Stage::Normal, Stage::Observer] {
             stage_stop[stage as usize].store(true, Ordering::Release);
-            let (now, later): (Vec<Running>, Vec<Running>) = threads.into_iter().partition(|r| r.stage == stage);
+            let (now, later): (Vec<Running>, Vec<Running>) =
+                threads.into_iter().partition(|r| r.stage == stage);
             threads = later;
             for r in &now {
                 r.wake.notify();
@@ -366,7 +370,8 @@ fn run_node(
     let period_ns = node
         .period()
         .map(|p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX).max(1));
-    let mut next = period_ns.map(|p| clock.now_ns() + p);
+    // The first step runs at start, then one per period.
+    let mut next = period_ns.map(|_| clock.now_ns());
     let mut error = None;
     let ctx = |clock: &Clock| clock.now();
     while !stop.load(Ordering::Acquire) {
@@ -477,18 +482,22 @@ mod tests {
         );
         let stop = rt.shutdown_handle();
         let h = std::thread::spawn(move || rt.run(None));
+        let wait_steps = |n: u64| {
+            let t0 = Instant::now();
+            while steps.load(Ordering::Relaxed) < n {
+                assert!(t0.elapsed() < Duration::from_secs(10), "step {n} never ran");
+                std::thread::yield_now();
+            }
+        };
+        wait_steps(1); // the first step runs at start, at simulated time 0
         // Advance simulated time by 10 periods, one at a time, waiting for each step.
         for i in 1..=10 {
             sim.advance_to(i * 10_000_000);
-            let t0 = Instant::now();
-            while steps.load(Ordering::Relaxed) < i as u64 {
-                assert!(t0.elapsed() < Duration::from_secs(5), "step {i} never ran");
-                std::thread::yield_now();
-            }
+            wait_steps(i as u64 + 1);
         }
         assert_eq!(
             steps.load(Ordering::Relaxed),
-            10,
+            11,
             "no extra steps without sim time"
         );
         stop.trigger("test");

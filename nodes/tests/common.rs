@@ -5,7 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
@@ -15,7 +19,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -27,7 +34,12 @@ pub fn read_mcap(path: &Path) -> Vec<(String, String, Vec<u8>)> {
         .unwrap()
         .map(|m| {
             let m = m.unwrap();
-            let schema = m.channel.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let schema = m
+                .channel
+                .schema
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             (m.channel.topic.clone(), schema, m.data.to_vec())
         })
         .collect()

@@ -44,15 +44,23 @@ fn unknown_key() {
     assert_names(&m, "speed", "unknown field `speed`");
     let m = err("name = \"t\"\n[bus]\nkind = \"zenoh\"\nmulticast = true\n");
     assert_names(&m, "bus.multicast", "unknown field `multicast`");
-    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { joint_namez = [] }\n");
-    assert_names(&m, "nodes[0].params.joint_namez", "unknown field `joint_namez`");
+    let m = err(
+        "name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { joint_namez = [] }\n",
+    );
+    assert_names(
+        &m,
+        "nodes[0].params.joint_namez",
+        "unknown field `joint_namez`",
+    );
 }
 
 #[test]
 fn wrong_type() {
     let m = err("name = \"t\"\nduration_s = \"ten\"\n");
     assert_names(&m, "duration_s", "invalid type: string \"ten\"");
-    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"joint_sine\"\nparams = { joints = 1.5 }\n");
+    let m = err(
+        "name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"joint_sine\"\nparams = { joints = 1.5 }\n",
+    );
     assert_names(&m, "nodes[0].params.joints", "invalid type");
     let m = err("name = \"t\"\n[bus]\nkind = \"carrier_pigeon\"\n");
     assert_names(&m, "bus.kind", "unknown variant `carrier_pigeon`");
@@ -60,54 +68,109 @@ fn wrong_type() {
 
 #[test]
 fn missing_file() {
-    let e = launch::load(Path::new("/nonexistent/launch.toml"), &[]).unwrap_err().to_string();
-    assert!(e.starts_with("/nonexistent/launch.toml: (file): cannot read launch file"), "{e}");
+    let e = launch::load(Path::new("/nonexistent/launch.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/launch.toml: (file): cannot read launch file"),
+        "{e}"
+    );
     let m = err("name = \"t\"\n[bus.zenoh]\nconfig_file = \"/nonexistent/zenoh.json5\"\n");
     assert_names(&m, "bus.zenoh.config_file", "does not exist");
 }
 
 #[test]
 fn bad_topic_name() {
-    let m = err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nremap = { \"/joint_states\" = \"joint states\" }\n");
-    assert_names(&m, "nodes[0].remap.\"/joint_states\"", "must start with `/`");
-    let m = err("name = \"t\"\n[[nodes]]\nname = \"r\"\nkind = \"recorder\"\nparams = { topics = [\"/ok\", \"/a//b\"] }\n");
+    let m = err(
+        "name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nremap = { \"/joint_states\" = \"joint states\" }\n",
+    );
+    assert_names(
+        &m,
+        "nodes[0].remap.\"/joint_states\"",
+        "must start with `/`",
+    );
+    let m = err(
+        "name = \"t\"\n[[nodes]]\nname = \"r\"\nkind = \"recorder\"\nparams = { topics = [\"/ok\", \"/a//b\"] }\n",
+    );
     assert_names(&m, "nodes[0].params.topics[1]", "empty segment");
 }
 
 #[test]
 fn duplicate_node_name() {
-    let m = err(&format!("{GOOD}\n[[nodes]]\nname = \"arm\"\nkind = \"test_camera\"\n"));
+    let m = err(&format!(
+        "{GOOD}\n[[nodes]]\nname = \"arm\"\nkind = \"test_camera\"\n"
+    ));
     assert_names(&m, "nodes[2].name", "duplicate node name `arm`");
 }
 
 #[test]
 fn other_checks() {
-    assert_names(&err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"teleporter\"\n"), "nodes[0].kind", "unknown node kind `teleporter`");
-    assert_names(&err("name = \"t\"\nduration_s = -1.0\n"), "duration_s", "positive");
-    assert_names(&err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nrate_hz = 0\n"), "nodes[0].rate_hz", "positive");
     assert_names(
-        &err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { initial_position = [0.0] }\n"),
+        &err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"teleporter\"\n"),
+        "nodes[0].kind",
+        "unknown node kind `teleporter`",
+    );
+    assert_names(
+        &err("name = \"t\"\nduration_s = -1.0\n"),
+        "duration_s",
+        "positive",
+    );
+    assert_names(
+        &err("name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nrate_hz = 0\n"),
+        "nodes[0].rate_hz",
+        "positive",
+    );
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"a\"\nkind = \"kinematic_arm\"\nparams = { initial_position = [0.0] }\n",
+        ),
         "nodes[0].params.initial_position",
         "has 1 values but there are 7 joints",
     );
-    assert_names(&err("name = \"t\"\n[bus.zenoh]\nlisten = [\"127.0.0.1\"]\n"), "bus.zenoh.listen[0]", "is not an endpoint");
+    assert_names(
+        &err("name = \"t\"\n[bus.zenoh]\nlisten = [\"127.0.0.1\"]\n"),
+        "bus.zenoh.listen[0]",
+        "is not an endpoint",
+    );
     assert_names(&err("name = [\n"), "(syntax)", "line");
-    assert_names(&err("[bus]\nkind = \"inproc\"\n"), "(root)", "missing field `name`");
+    assert_names(
+        &err("[bus]\nkind = \"inproc\"\n"),
+        "(root)",
+        "missing field `name`",
+    );
     if !cfg!(feature = "ros2") {
-        assert_names(&err("name = \"t\"\n[bus]\nkind = \"ros2\"\n"), "bus.kind", "--features ros2");
+        assert_names(
+            &err("name = \"t\"\n[bus]\nkind = \"ros2\"\n"),
+            "bus.kind",
+            "--features ros2",
+        );
     }
 }
 
 #[test]
 fn overrides_apply_before_validation() {
-    let l = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=250".into(), "bus.kind=zenoh".into()]).unwrap();
+    let l = launch::parse(
+        Path::new("g.toml"),
+        GOOD,
+        &["nodes.0.rate_hz=250".into(), "bus.kind=zenoh".into()],
+    )
+    .unwrap();
     assert_eq!(l.nodes[0].entry.rate_hz, Some(250.0));
     assert_eq!(l.file.bus.kind, launch::BusKind::Zenoh);
     assert!(l.resolved.contains("rate_hz = 250"), "{}", l.resolved);
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.9.rate_hz=1".into()]).unwrap_err().to_string();
-    assert!(e.contains("nodes.9.rate_hz") && e.contains("index 9 is past the 2 entries"), "{e}");
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=-5".into()]).unwrap_err().to_string();
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.9.rate_hz=1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nodes.9.rate_hz") && e.contains("index 9 is past the 2 entries"),
+        "{e}"
+    );
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=-5".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nodes[0].rate_hz"), "{e}");
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["novalue".into()]).unwrap_err().to_string();
+    let e = launch::parse(Path::new("g.toml"), GOOD, &["novalue".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--set needs KEY=VALUE"), "{e}");
 }

@@ -23,27 +23,56 @@ fn stopping_the_runtime_sends_a_final_zero_command_in_process() {
         let h = bus.node(name, BTreeMap::new(), wake.clone()).unwrap();
         let period = Duration::from_millis(5);
         if name == "arm" {
-            rt.add(Box::new(KinematicArm::new(name.into(), KinematicArmParams::default(), period, &h).unwrap()), wake);
+            rt.add(
+                Box::new(
+                    KinematicArm::new(name.into(), KinematicArmParams::default(), period, &h)
+                        .unwrap(),
+                ),
+                wake,
+            );
         } else {
-            let p = JointSineParams { joints: 7, amplitude_rad_s: 0.5, frequency_hz: 1.0 };
-            rt.add(Box::new(JointSine::new(name.into(), p, period, &h).unwrap()), wake);
+            let p = JointSineParams {
+                joints: 7,
+                amplitude_rad_s: 0.5,
+                frequency_hz: 1.0,
+            };
+            rt.add(
+                Box::new(JointSine::new(name.into(), p, period, &h).unwrap()),
+                wake,
+            );
         }
     }
     let probe = bus.simple_node("probe").unwrap();
-    let cmds = probe.subscribe::<Float64MultiArray>("/joint_velocity_cmd", QueueConfig::drop_oldest(100_000)).unwrap();
-    let states = probe.subscribe::<JointState>("/joint_states", QueueConfig::drop_oldest(100_000)).unwrap();
+    let cmds = probe
+        .subscribe::<Float64MultiArray>("/joint_velocity_cmd", QueueConfig::drop_oldest(100_000))
+        .unwrap();
+    let states = probe
+        .subscribe::<JointState>("/joint_states", QueueConfig::drop_oldest(100_000))
+        .unwrap();
     let stop = rt.shutdown_handle();
     let handle = std::thread::spawn(move || rt.run(None).unwrap());
     // Wait until the arm is moving under the commander, then stop.
     wait_for(Duration::from_secs(10), "the arm to move", || {
-        states.latest().filter(|s| s.velocity.iter().any(|v| v.abs() > 1e-3))
+        states
+            .latest()
+            .filter(|s| s.velocity.iter().any(|v| v.abs() > 1e-3))
     });
     stop.trigger("test stop");
     let report = handle.join().unwrap();
     assert!(report.stop_latency < Duration::from_secs(1), "{report:?}");
-    assert!(report.nodes.iter().all(|n| n.error.is_none() && n.steps > 0), "{report:?}");
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|n| n.error.is_none() && n.steps > 0),
+        "{report:?}"
+    );
     let last = cmds.drain().pop().expect("commands were published");
-    assert_eq!(last.data, vec![0.0; 7], "the last command is the final zero command");
+    assert_eq!(
+        last.data,
+        vec![0.0; 7],
+        "the last command is the final zero command"
+    );
 }
 
 #[test]
@@ -52,7 +81,15 @@ fn ctrl_c_stops_a_launch_within_one_second() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rft"))
         .current_dir(root)
-        .args(["launch", "launch/sim_dry_run.toml", "--set", "duration_s=120", "--set", "progress_s=0.3", "--set"])
+        .args([
+            "launch",
+            "launch/sim_dry_run.toml",
+            "--set",
+            "duration_s=120",
+            "--set",
+            "progress_s=0.3",
+            "--set",
+        ])
         .arg(format!("runs_dir=\"{}\"", dir.path().display()))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -69,17 +106,28 @@ fn ctrl_c_stops_a_launch_within_one_second() {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("the launch is running");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the launch is running");
     let run_dir = wait_for(Duration::from_secs(10), "the run directory", || {
-        std::fs::read_dir(dir.path()).ok()?.next()?.ok().map(|e| e.path())
+        std::fs::read_dir(dir.path())
+            .ok()?
+            .next()?
+            .ok()
+            .map(|e| e.path())
     });
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = wait_child(&mut child, Duration::from_secs(10));
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(exit.success(), "exit {exit:?}\n{out}");
-    let line = out.lines().find(|l| l.starts_with("stopped: ")).unwrap_or_else(|| panic!("{out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("stopped: "))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("interrupted (Ctrl-C)"), "{line}");
     let ms: u64 = line
         .rsplit("(in ")
@@ -90,16 +138,37 @@ fn ctrl_c_stops_a_launch_within_one_second() {
     assert!(ms < 1000, "nodes took {ms} ms to stop");
     // The recording is complete and ends with the final zero command.
     let msgs = read_mcap(&run_dir.join("events.mcap"));
-    let last_cmd = msgs.iter().rev().find(|(t, _, _)| t == "/joint_velocity_cmd").expect("commands recorded");
+    let last_cmd = msgs
+        .iter()
+        .rev()
+        .find(|(t, _, _)| t == "/joint_velocity_cmd")
+        .expect("commands recorded");
     let cmd: Float64MultiArray = cdr::decode(&last_cmd.2).unwrap();
     assert_eq!(cmd.data, vec![0.0; 7]);
     let moving = msgs
         .iter()
         .filter(|(t, _, _)| t == "/joint_velocity_cmd")
-        .filter(|(_, _, d)| cdr::decode::<Float64MultiArray>(d).unwrap().data.iter().any(|v| *v != 0.0))
+        .filter(|(_, _, d)| {
+            cdr::decode::<Float64MultiArray>(d)
+                .unwrap()
+                .data
+                .iter()
+                .any(|v| *v != 0.0)
+        })
         .count();
-    assert!(moving > 5, "the commander was moving the arm before the stop ({moving} commands)");
-    let last_state = msgs.iter().rev().find(|(t, _, _)| t == "/joint_states").expect("states recorded");
+    assert!(
+        moving > 5,
+        "the commander was moving the arm before the stop ({moving} commands)"
+    );
+    let last_state = msgs
+        .iter()
+        .rev()
+        .find(|(t, _, _)| t == "/joint_states")
+        .expect("states recorded");
     let js: JointState = cdr::decode(&last_state.2).unwrap();
-    assert_eq!(js.velocity, vec![0.0; 7], "the arm reports standing still at the end");
+    assert_eq!(
+        js.velocity,
+        vec![0.0; 7],
+        "the arm reports standing still at the end"
+    );
 }
