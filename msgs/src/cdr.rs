@@ -95,7 +95,7 @@ macro_rules! ser_prim {
     };
 }
 
-impl<'b> ser::Serializer for &'b mut Serializer<'_> {
+impl ser::Serializer for &mut Serializer<'_> {
     type Ok = ();
     type Error = Error;
     type SerializeSeq = Self;

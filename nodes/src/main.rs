@@ -187,7 +187,7 @@ fn secs(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-fn run_launch(file: &PathBuf, set: &[String], only: Option<&str>) -> anyhow::Result<()> {
+fn run_launch(file: &std::path::Path, set: &[String], only: Option<&str>) -> anyhow::Result<()> {
     let launch = launch::load(file, set)?;
     let prepared = app::prepare(&launch, only)?;
     let run_dir = prepared.run_dir.clone();

@@ -110,6 +110,21 @@ struct Inner {
     express: bool,
 }
 
+impl Inner {
+    /// Node and entity ids share one counter per session, as in rmw_zenoh.
+    fn next_id(&self) -> u64 {
+        self.next_entity.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn declare_token(&self, key: String) -> Result<zenoh::liveliness::LivelinessToken> {
+        self.session
+            .liveliness()
+            .declare_token(key.clone())
+            .wait()
+            .map_err(|e| Error::Zenoh(format!("liveliness token {key}: {e}")))
+    }
+}
+
 impl ZenohTransport {
     pub fn open(config: &ZenohConfig, domain_id: u32) -> Result<Self> {
         let session = zenoh::open(config.to_zenoh()?)
@@ -164,7 +179,7 @@ impl ZenohTransport {
 
 impl Transport for ZenohTransport {
     fn node(&self, name: &str) -> Result<Box<dyn NodeLink>> {
-        let node_id = self.inner.next_entity.fetch_add(1, Ordering::Relaxed);
+        let node_id = self.inner.next_id();
         let identity = NodeIdentity {
             domain_id: self.inner.domain_id,
             zid: self.inner.zid.clone(),
@@ -173,13 +188,7 @@ impl Transport for ZenohTransport {
             namespace: String::new(),
             name: name.to_string(),
         };
-        let token = self
-            .inner
-            .session
-            .liveliness()
-            .declare_token(identity.node_token())
-            .wait()
-            .map_err(|e| Error::Zenoh(format!("node token for {name}: {e}")))?;
+        let token = self.inner.declare_token(identity.node_token())?;
         Ok(Box::new(ZenohNode {
             inner: self.inner.clone(),
             identity,
@@ -246,7 +255,7 @@ impl NodeLink for ZenohNode {
         qos: &Qos,
     ) -> Result<Box<dyn RawPublisher>> {
         let key = rmw_zenoh::data_key(self.inner.domain_id, topic, info.name, &info.hash);
-        let eid = self.inner.next_entity.fetch_add(1, Ordering::Relaxed);
+        let eid = self.inner.next_id();
         let token_key = self.identity.endpoint_token(
             eid,
             EntityKind::Publisher,
@@ -262,13 +271,7 @@ impl NodeLink for ZenohNode {
             .express(self.inner.express)
             .wait()
             .map_err(|e| Error::Zenoh(format!("publisher on {key}: {e}")))?;
-        let token = self
-            .inner
-            .session
-            .liveliness()
-            .declare_token(token_key.clone())
-            .wait()
-            .map_err(|e| Error::Zenoh(format!("publisher token {token_key}: {e}")))?;
+        let token = self.inner.declare_token(token_key.clone())?;
         Ok(Box::new(ZenohPub {
             publisher,
             _token: token,
@@ -289,7 +292,7 @@ impl NodeLink for ZenohNode {
     ) -> Result<Box<dyn Any + Send + Sync>> {
         let (key, token) = match info {
             Some(info) => {
-                let eid = self.inner.next_entity.fetch_add(1, Ordering::Relaxed);
+                let eid = self.inner.next_id();
                 let token_key = self.identity.endpoint_token(
                     eid,
                     EntityKind::Subscription,
@@ -298,13 +301,7 @@ impl NodeLink for ZenohNode {
                     &info.hash,
                     qos,
                 );
-                let token = self
-                    .inner
-                    .session
-                    .liveliness()
-                    .declare_token(token_key.clone())
-                    .wait()
-                    .map_err(|e| Error::Zenoh(format!("subscription token {token_key}: {e}")))?;
+                let token = self.inner.declare_token(token_key)?;
                 (
                     rmw_zenoh::data_key(self.inner.domain_id, topic, info.name, &info.hash),
                     Some(token),

@@ -152,6 +152,16 @@ impl KinematicArm {
         })
     }
 
+    fn publish_state(&self, ctx: &StepCtx<'_>) -> Result<()> {
+        self.state.publish(JointState {
+            header: Header::at(ctx.now),
+            name: self.p.joint_names.clone(),
+            position: self.q.clone(),
+            velocity: self.qd.clone(),
+            effort: vec![0.0; self.q.len()],
+        })
+    }
+
     /// Commands rejected for a wrong length or non-finite values.
     pub fn rejected(&self) -> u64 {
         self.rejected
@@ -190,25 +200,10 @@ impl Node for KinematicArm {
             self.q[i] = q.clamp(lo, hi);
             self.qd[i] = if q == self.q[i] { v } else { 0.0 };
         }
-        self.state.publish(JointState {
-            header: Header {
-                stamp: ctx.now,
-                frame_id: String::new(),
-            },
-            name: self.p.joint_names.clone(),
-            position: self.q.clone(),
-            velocity: self.qd.clone(),
-            effort: vec![0.0; self.q.len()],
-        })
+        self.publish_state(ctx)
     }
     fn shutdown(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
         self.qd.iter_mut().for_each(|v| *v = 0.0);
-        self.state.publish(JointState {
-            header: Header::at(ctx.now),
-            name: self.p.joint_names.clone(),
-            position: self.q.clone(),
-            velocity: self.qd.clone(),
-            effort: vec![0.0; self.q.len()],
-        })
+        self.publish_state(ctx)
     }
 }
