@@ -111,6 +111,15 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
     },
+    /// Run a zenoh router (what `zenohd`/`rmw_zenohd` do) so processes and machines find each
+    /// other: `rft router` listens on tcp/127.0.0.1:7447, the default every rft process connects to.
+    Router {
+        #[arg(long, default_value = "tcp/127.0.0.1:7447")]
+        listen: Vec<String>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
     /// Echo ping messages back (the other end of `rft ping` and the zenoh benchmarks).
     Pong {
         #[command(flatten)]
@@ -154,9 +163,11 @@ impl ZenohArgs {
     fn open(&self) -> anyhow::Result<Arc<ZenohTransport>> {
         let mut cfg = ZenohConfig {
             mode: self.mode.clone(),
-            listen: self.listen.clone(),
             ..ZenohConfig::default()
         };
+        if !self.listen.is_empty() {
+            cfg.listen = self.listen.clone();
+        }
         if !self.connect.is_empty() || !self.listen.is_empty() {
             cfg.connect = self.connect.clone();
         }
@@ -327,6 +338,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Duration::from_millis(wait_ms),
             )?;
             println!("published {n} messages on {topic}");
+            Ok(())
+        }
+        Cmd::Router { listen, duration_s } => {
+            let cfg = ZenohConfig {
+                mode: "router".into(),
+                listen,
+                connect: vec![],
+                ..ZenohConfig::default()
+            };
+            let _router = ZenohTransport::open(&cfg, 0)?;
+            println!("zenoh router listening on {}", cfg.listen.join(", "));
+            let t0 = Instant::now();
+            let limit = secs(duration_s)?;
+            while !tools::INTERRUPTED.load(Ordering::Relaxed)
+                && limit.is_none_or(|d| t0.elapsed() < d)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             Ok(())
         }
         Cmd::Pong { zenoh, count } => {

@@ -23,8 +23,10 @@ pub struct ZenohConfig {
     /// `peer` (default, as rmw_zenoh nodes) or `client`.
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// Endpoints to listen on, e.g. `["tcp/127.0.0.1:7447"]`.
-    #[serde(default)]
+    /// Endpoints to listen on. The default, `["tcp/127.0.0.1:0"]` (any free port, as rmw_zenoh
+    /// nodes do), lets peers that learn of this one through gossip connect to it directly.
+    /// Listen on a routable address (or `tcp/0.0.0.0:PORT`) to reach other machines.
+    #[serde(default = "default_listen")]
     pub listen: Vec<String>,
     /// Endpoints to connect to, e.g. a `zenohd`/`rmw_zenohd` router at `tcp/127.0.0.1:7447`.
     #[serde(default)]
@@ -40,6 +42,10 @@ pub struct ZenohConfig {
     pub config_file: Option<std::path::PathBuf>,
 }
 
+fn default_listen() -> Vec<String> {
+    vec!["tcp/127.0.0.1:0".to_string()]
+}
+
 fn default_mode() -> String {
     "peer".to_string()
 }
@@ -51,7 +57,7 @@ impl Default for ZenohConfig {
     fn default() -> Self {
         Self {
             mode: default_mode(),
-            listen: Vec::new(),
+            listen: default_listen(),
             connect: vec!["tcp/127.0.0.1:7447".to_string()],
             multicast_scouting: false,
             express: true,
