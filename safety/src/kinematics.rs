@@ -159,7 +159,8 @@ impl Chain {
             } else {
                 (j.limit.lower, j.limit.upper)
             };
-            if !(lower < upper) || !(j.limit.velocity > 0.0) {
+            let usable = lower < upper && j.limit.velocity > 0.0;
+            if !usable {
                 return Err(err(format!(
                     "joint `{}`: limits [{lower}, {upper}] with velocity {} are not usable",
                     j.name, j.limit.velocity
@@ -338,15 +339,16 @@ impl DiffIk {
         // Null-space posture: z − J⁺ J z with J⁺ the damped pseudo-inverse.
         if self.nullspace_gain != 0.0 {
             let n = chain.dof();
+            let pull = |i: usize| {
+                self.nullspace_gain * (self.q_rest.get(i).copied().unwrap_or(0.0) - q[i])
+            };
             let mut jz = Vector6::zeros();
-            for i in 0..n {
-                let z = self.nullspace_gain * (self.q_rest.get(i).copied().unwrap_or(0.0) - q[i]);
-                jz += j.column(i) * z;
+            for (i, col) in j.column_iter().enumerate().take(n) {
+                jz += col * pull(i);
             }
             let w = chol.solve(&jz);
             for (i, out) in qd.iter_mut().enumerate().take(n) {
-                let z = self.nullspace_gain * (self.q_rest.get(i).copied().unwrap_or(0.0) - q[i]);
-                *out += z - j.column(i).dot(&w);
+                *out += pull(i) - j.column(i).dot(&w);
             }
         }
     }
