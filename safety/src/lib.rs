@@ -1,10 +1,14 @@
 //! URDF kinematics, CBF-QP safety filter, online gain tuning, watchdog logic.
 //!
 //! So far: serial-chain kinematics from a URDF (forward kinematics, geometric Jacobian,
-//! collision spheres) and damped-least-squares differential IK. The CBF-QP filter, the online
-//! gain tuner and the watchdogs come with the rest of issue 4.
+//! collision spheres), damped-least-squares differential IK, and a first CBF-QP filter
+//! (joint limits, velocity and acceleration boxes, workspace box, sphere obstacles) solved with
+//! clarabel. The structured fast path, self-collision pairs, the online gain tuner, the
+//! watchdogs and the node come with the rest of issue 4.
 
+pub mod cbf;
 mod error;
 pub mod kinematics;
+pub mod qp;
 
 pub use error::{Error, Result};

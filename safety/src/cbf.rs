@@ -1,0 +1,247 @@
+//! The CBF-QP safety filter for q̇ = u:
+//! minimise ‖u − u_ref‖²_W subject to, for every barrier h(q) ≥ 0, ∂h/∂q · u + α h ≥ 0.
+//!
+//! Barriers: joint position limits (with padding), the tool's workspace box, and collision
+//! spheres on the arm against static sphere obstacles. Joint limits, velocity limits and the
+//! per-step acceleration box are single-variable, so they become the QP's variable box and are
+//! never relaxed; the workspace and obstacle rows share one slack with a large penalty, so the
+//! QP stays feasible when they conflict with the hard limits.
+//!
+//! First version: it builds the QP afresh each step. The structured solver (row pruning,
+//! closed-form boxes, warm-started active set) comes next; see issue 4.
+
+use nalgebra::{Matrix6xX, Point3, Vector3};
+
+use crate::kinematics::Chain;
+use crate::qp::{DenseQp, QpError};
+
+/// Settings of the filter (every number comes from the launch file in the node).
+#[derive(Debug, Clone)]
+pub struct CbfConfig {
+    /// Distance kept from each joint limit.
+    pub joint_padding_rad: f64,
+    /// Class-K gain α (1/s) of every barrier. Keep α ≲ a_max / v_max so that the acceleration
+    /// box can brake before a barrier is reached: with α = 20 on the Panda the slack opened and
+    /// the workspace was crossed by 3 cm in the invariance test; with α = 3 it holds. The online
+    /// gain tuner of issue 4 is meant to adapt α per constraint.
+    pub alpha: f64,
+    /// Control period, for the acceleration box.
+    pub dt_s: f64,
+    pub max_velocity_rad_s: Vec<f64>,
+    pub max_accel_rad_s2: Vec<f64>,
+    /// Tool-centre-point workspace box in the base frame.
+    pub workspace_min: Vector3<f64>,
+    pub workspace_max: Vector3<f64>,
+    /// Static obstacles: centre (base frame) and radius.
+    pub obstacles: Vec<(Point3<f64>, f64)>,
+    /// Spheres carried by joints before this index are ignored against obstacles (links that
+    /// barely move near the base).
+    pub first_obstacle_joint: usize,
+    /// Diagonal of W.
+    pub weights: Vec<f64>,
+    /// Penalty on the shared slack of the soft rows.
+    pub slack_weight: f64,
+}
+
+/// One barrier and its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Barrier {
+    JointLower(usize),
+    JointUpper(usize),
+    WorkspaceMin(usize),
+    WorkspaceMax(usize),
+    /// (robot sphere index, obstacle index); h is the signed clearance in metres.
+    Obstacle(usize, usize),
+}
+
+/// What one filter step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterReport {
+    /// Soft-row slack used (0 when every constraint held exactly).
+    pub slack: f64,
+    /// Rows in the QP.
+    pub rows: usize,
+    /// Interior-point iterations.
+    pub iterations: u32,
+}
+
+/// The filter, with its scratch space.
+pub struct CbfFilter {
+    chain: Chain,
+    cfg: CbfConfig,
+    frames: Vec<nalgebra::Isometry3<f64>>,
+    jac: Matrix6xX<f64>,
+}
+
+impl CbfFilter {
+    pub fn new(chain: Chain, cfg: CbfConfig) -> Self {
+        let n = chain.dof();
+        Self {
+            frames: Vec::with_capacity(n + 1),
+            jac: Matrix6xX::zeros(n),
+            chain,
+            cfg,
+        }
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    pub fn config(&self) -> &CbfConfig {
+        &self.cfg
+    }
+
+    fn tcp(&self) -> Point3<f64> {
+        Point3::from(self.frames[self.chain.dof()].translation.vector)
+    }
+
+    /// Every barrier value at `q` (for monitoring and tests). Obstacle values are clearances in
+    /// metres; the QP itself uses the squared-distance form.
+    pub fn barriers(&mut self, q: &[f64], out: &mut Vec<(Barrier, f64)>) {
+        out.clear();
+        self.chain.forward(q, &mut self.frames);
+        let pad = self.cfg.joint_padding_rad;
+        for (i, j) in self.chain.joints.iter().enumerate() {
+            out.push((Barrier::JointLower(i), q[i] - (j.lower + pad)));
+            out.push((Barrier::JointUpper(i), (j.upper - pad) - q[i]));
+        }
+        let p = self.tcp();
+        for k in 0..3 {
+            out.push((Barrier::WorkspaceMin(k), p[k] - self.cfg.workspace_min[k]));
+            out.push((Barrier::WorkspaceMax(k), self.cfg.workspace_max[k] - p[k]));
+        }
+        for (si, s) in self.chain.spheres.iter().enumerate() {
+            let Some(ji) = s.joint.filter(|j| *j >= self.cfg.first_obstacle_joint) else {
+                continue;
+            };
+            let c = self.frames[ji] * s.center_in_frame;
+            for (oi, (oc, orad)) in self.cfg.obstacles.iter().enumerate() {
+                out.push((
+                    Barrier::Obstacle(si, oi),
+                    (c - oc).norm() - (s.radius + orad),
+                ));
+            }
+        }
+    }
+
+    /// Filters `u_ref` at `q` (previous command `u_prev`) into `u`. The QP is first solved with
+    /// every row hard; only if that is infeasible are the soft rows given their slack.
+    pub fn filter(
+        &mut self,
+        q: &[f64],
+        u_prev: &[f64],
+        u_ref: &[f64],
+        u: &mut [f64],
+    ) -> Result<FilterReport, QpError> {
+        let n = self.chain.dof();
+        let qp = self.build(q, u_prev, u_ref, false);
+        let (sol, slack) = match qp.solve() {
+            Ok(sol) => (sol, 0.0),
+            Err(QpError::Infeasible) => {
+                let qp = self.build(q, u_prev, u_ref, true);
+                let sol = qp.solve()?;
+                let slack = sol.x[n];
+                (sol, slack)
+            }
+            Err(e) => return Err(e),
+        };
+        for (o, x) in u.iter_mut().zip(&sol.x) {
+            *o = *x;
+        }
+        Ok(FilterReport {
+            slack,
+            rows: qp.rows.len(),
+            iterations: sol.iterations,
+        })
+    }
+
+    fn build(&mut self, q: &[f64], u_prev: &[f64], u_ref: &[f64], with_slack: bool) -> DenseQp {
+        let n = self.chain.dof();
+        self.chain.forward(q, &mut self.frames);
+        let cfg = &self.cfg;
+        let a = cfg.alpha;
+        let extra = usize::from(with_slack);
+        let slack_col: &[f64] = if with_slack { &[1.0] } else { &[] };
+        let mut qp = DenseQp {
+            p_diag: cfg
+                .weights
+                .iter()
+                .copied()
+                .chain(slack_col.iter().map(|_| cfg.slack_weight))
+                .collect(),
+            q: cfg
+                .weights
+                .iter()
+                .zip(u_ref)
+                .map(|(w, r)| -w * r)
+                .chain(slack_col.iter().map(|_| cfg.slack_weight))
+                .collect(),
+            rows: Vec::new(),
+            lo: vec![0.0; n + extra],
+            hi: vec![0.0; n + extra],
+        };
+        // Hard box: velocity ∩ position barrier, then the acceleration box where compatible.
+        let pad = cfg.joint_padding_rad;
+        for (i, j) in self.chain.joints.iter().enumerate() {
+            let v = cfg.max_velocity_rad_s[i];
+            let l1 = (-v).max(-a * (q[i] - (j.lower + pad)));
+            let h1 = v.min(a * ((j.upper - pad) - q[i]));
+            let (l1, h1) = if l1 <= h1 { (l1, h1) } else { (h1, h1) };
+            let da = cfg.max_accel_rad_s2[i] * cfg.dt_s;
+            let (l2, h2) = (u_prev[i] - da, u_prev[i] + da);
+            let (lo, hi) = if l2.max(l1) <= h2.min(h1) {
+                (l2.max(l1), h2.min(h1))
+            } else if l2 > h1 {
+                (h1, h1)
+            } else {
+                (l1, l1)
+            };
+            qp.lo[i] = lo;
+            qp.hi[i] = hi;
+        }
+        if with_slack {
+            qp.lo[n] = 0.0;
+            qp.hi[n] = 1e9;
+        }
+        // Workspace rows on the TCP: ±J_v[k] u (+ s) ≥ −α h.
+        self.chain.jacobian(&self.frames, &mut self.jac);
+        let p = Point3::from(self.frames[n].translation.vector);
+        for k in 0..3 {
+            let h_min = p[k] - cfg.workspace_min[k];
+            let h_max = cfg.workspace_max[k] - p[k];
+            let row = |sign: f64| -> Vec<f64> {
+                (0..n)
+                    .map(|i| sign * self.jac[(k, i)])
+                    .chain(slack_col.iter().copied())
+                    .collect()
+            };
+            qp.rows.push((row(1.0), -a * h_min));
+            qp.rows.push((row(-1.0), -a * h_max));
+        }
+        // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c.
+        for s in &self.chain.spheres {
+            let Some(ji) = s.joint.filter(|j| *j >= cfg.first_obstacle_joint) else {
+                continue;
+            };
+            let c = self.frames[ji] * s.center_in_frame;
+            self.chain
+                .jacobian_of_point(&self.frames, ji, &c, &mut self.jac);
+            for (oc, orad) in &cfg.obstacles {
+                let d = c - oc;
+                let r = s.radius + orad;
+                let h = d.norm_squared() - r * r;
+                let row: Vec<f64> = (0..n)
+                    .map(|i| {
+                        2.0 * (d.x * self.jac[(0, i)]
+                            + d.y * self.jac[(1, i)]
+                            + d.z * self.jac[(2, i)])
+                    })
+                    .chain(slack_col.iter().copied())
+                    .collect();
+                qp.rows.push((row, -a * h));
+            }
+        }
+        qp
+    }
+}
