@@ -41,6 +41,37 @@ pub struct CbfConfig {
     pub weights: Vec<f64>,
     /// Penalty on the shared slack of the soft rows.
     pub slack_weight: f64,
+    /// Deceleration the tool can be assumed to achieve along a Cartesian barrier (m/s²), for
+    /// the gain tuner.
+    pub cartesian_brake_m_s2: f64,
+}
+
+/// Supplies the class-K gain α of each barrier at each step (the "online CBF" of issue 4).
+/// The default is [`BrakingRule`]; a learned tuner (an RL policy) implements the same trait.
+pub trait GainTuner: Send {
+    /// α for `barrier` whose value is `h` (clearance: rad or m), closing at `closing_speed`
+    /// (rad/s or m/s, ≥ 0; 0 when moving away), when the robot can brake at `brake` along it.
+    fn alpha(&mut self, barrier: Barrier, h: f64, closing_speed: f64, brake: f64) -> f64;
+}
+
+/// Deterministic rule: the barrier bound shrinks the allowed closing speed at rate α, which
+/// needs a deceleration α·v; keep it within a share of what the robot can brake:
+/// α = clamp(margin · brake / max(v, v_min), α_min, α_max).
+#[derive(Debug, Clone, Copy)]
+pub struct BrakingRule {
+    pub alpha_min: f64,
+    pub alpha_max: f64,
+    /// Share of the braking capability the barrier may use (0..1].
+    pub margin: f64,
+    /// Closing speeds below this count as this (avoids dividing by zero).
+    pub min_speed: f64,
+}
+
+impl GainTuner for BrakingRule {
+    fn alpha(&mut self, _barrier: Barrier, _h: f64, closing_speed: f64, brake: f64) -> f64 {
+        (self.margin * brake / closing_speed.max(self.min_speed))
+            .clamp(self.alpha_min, self.alpha_max)
+    }
 }
 
 /// One barrier and its value.
@@ -71,6 +102,8 @@ pub struct CbfFilter {
     cfg: CbfConfig,
     frames: Vec<nalgebra::Isometry3<f64>>,
     jac: Matrix6xX<f64>,
+    tuner: Option<Box<dyn GainTuner>>,
+    alphas: Vec<(Barrier, f64)>,
 }
 
 impl CbfFilter {
@@ -81,7 +114,29 @@ impl CbfFilter {
             jac: Matrix6xX::zeros(n),
             chain,
             cfg,
+            tuner: None,
+            alphas: Vec::new(),
         }
+    }
+
+    /// Uses `tuner` for α instead of the fixed `alpha` of the configuration.
+    pub fn with_tuner(mut self, tuner: Box<dyn GainTuner>) -> Self {
+        self.tuner = Some(tuner);
+        self
+    }
+
+    /// The α of every barrier used in the last step (for `/rft/safety` and recording).
+    pub fn alphas(&self) -> &[(Barrier, f64)] {
+        &self.alphas
+    }
+
+    fn gain(&mut self, barrier: Barrier, h: f64, closing: f64, brake: f64) -> f64 {
+        let a = match self.tuner.as_mut() {
+            Some(t) => t.alpha(barrier, h, closing.max(0.0), brake),
+            None => self.cfg.alpha,
+        };
+        self.alphas.push((barrier, a));
+        a
     }
 
     pub fn chain(&self) -> &Chain {
@@ -159,8 +214,35 @@ impl CbfFilter {
     fn build(&mut self, q: &[f64], u_prev: &[f64], u_ref: &[f64], with_slack: bool) -> DenseQp {
         let n = self.chain.dof();
         self.chain.forward(q, &mut self.frames);
+        self.chain.jacobian(&self.frames, &mut self.jac);
+        self.alphas.clear();
+        // Gains first (they need &mut self), from closing speeds under the previous command.
+        let mut joint_alpha = Vec::with_capacity(2 * n);
+        let pad = self.cfg.joint_padding_rad;
+        for i in 0..n {
+            let (lo, hi, brake) = (
+                self.chain.joints[i].lower,
+                self.chain.joints[i].upper,
+                self.cfg.max_accel_rad_s2[i],
+            );
+            let a_lo = self.gain(Barrier::JointLower(i), q[i] - (lo + pad), -u_prev[i], brake);
+            let a_hi = self.gain(Barrier::JointUpper(i), (hi - pad) - q[i], u_prev[i], brake);
+            joint_alpha.push((a_lo, a_hi));
+        }
+        let p = Point3::from(self.frames[n].translation.vector);
+        let v: Vector3<f64> = (0..n).fold(Vector3::zeros(), |acc, i| {
+            acc + Vector3::new(self.jac[(0, i)], self.jac[(1, i)], self.jac[(2, i)]) * u_prev[i]
+        });
+        let brake = self.cfg.cartesian_brake_m_s2;
+        let mut ws_alpha = [(0.0, 0.0); 3];
+        for (k, wa) in ws_alpha.iter_mut().enumerate() {
+            let (wmin, wmax) = (self.cfg.workspace_min[k], self.cfg.workspace_max[k]);
+            *wa = (
+                self.gain(Barrier::WorkspaceMin(k), p[k] - wmin, -v[k], brake),
+                self.gain(Barrier::WorkspaceMax(k), wmax - p[k], v[k], brake),
+            );
+        }
         let cfg = &self.cfg;
-        let a = cfg.alpha;
         let extra = usize::from(with_slack);
         let slack_col: &[f64] = if with_slack { &[1.0] } else { &[] };
         let mut qp = DenseQp {
@@ -182,11 +264,11 @@ impl CbfFilter {
             hi: vec![0.0; n + extra],
         };
         // Hard box: velocity ∩ position barrier, then the acceleration box where compatible.
-        let pad = cfg.joint_padding_rad;
         for (i, j) in self.chain.joints.iter().enumerate() {
             let v = cfg.max_velocity_rad_s[i];
-            let l1 = (-v).max(-a * (q[i] - (j.lower + pad)));
-            let h1 = v.min(a * ((j.upper - pad) - q[i]));
+            let (a_lo, a_hi) = joint_alpha[i];
+            let l1 = (-v).max(-a_lo * (q[i] - (j.lower + pad)));
+            let h1 = v.min(a_hi * ((j.upper - pad) - q[i]));
             let (l1, h1) = if l1 <= h1 { (l1, h1) } else { (h1, h1) };
             let da = cfg.max_accel_rad_s2[i] * cfg.dt_s;
             let (l2, h2) = (u_prev[i] - da, u_prev[i] + da);
@@ -205,9 +287,7 @@ impl CbfFilter {
             qp.hi[n] = 1e9;
         }
         // Workspace rows on the TCP: ±J_v[k] u (+ s) ≥ −α h.
-        self.chain.jacobian(&self.frames, &mut self.jac);
-        let p = Point3::from(self.frames[n].translation.vector);
-        for k in 0..3 {
+        for (k, (a_min, a_max)) in ws_alpha.iter().enumerate() {
             let h_min = p[k] - cfg.workspace_min[k];
             let h_max = cfg.workspace_max[k] - p[k];
             let row = |sign: f64| -> Vec<f64> {
@@ -216,20 +296,30 @@ impl CbfFilter {
                     .chain(slack_col.iter().copied())
                     .collect()
             };
-            qp.rows.push((row(1.0), -a * h_min));
-            qp.rows.push((row(-1.0), -a * h_max));
+            qp.rows.push((row(1.0), -a_min * h_min));
+            qp.rows.push((row(-1.0), -a_max * h_max));
         }
-        // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c.
-        for s in &self.chain.spheres {
-            let Some(ji) = s.joint.filter(|j| *j >= cfg.first_obstacle_joint) else {
+        // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c. The gain uses the
+        // clearance δ = ‖c − o‖ − r and its closing speed.
+        let first = cfg.first_obstacle_joint;
+        let spheres: Vec<_> = self.chain.spheres.iter().copied().enumerate().collect();
+        let obstacles = cfg.obstacles.clone();
+        for (si, s) in spheres {
+            let Some(ji) = s.joint.filter(|j| *j >= first) else {
                 continue;
             };
             let c = self.frames[ji] * s.center_in_frame;
             self.chain
                 .jacobian_of_point(&self.frames, ji, &c, &mut self.jac);
-            for (oc, orad) in &cfg.obstacles {
+            let vc: Vector3<f64> = (0..n).fold(Vector3::zeros(), |acc, i| {
+                acc + Vector3::new(self.jac[(0, i)], self.jac[(1, i)], self.jac[(2, i)]) * u_prev[i]
+            });
+            for (oi, (oc, orad)) in obstacles.iter().enumerate() {
                 let d = c - oc;
                 let r = s.radius + orad;
+                let dist = d.norm().max(1e-9);
+                let closing = -d.dot(&vc) / dist;
+                let a = self.gain(Barrier::Obstacle(si, oi), dist - r, closing, brake);
                 let h = d.norm_squared() - r * r;
                 let row: Vec<f64> = (0..n)
                     .map(|i| {

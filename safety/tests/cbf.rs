@@ -6,7 +6,7 @@ use std::path::Path;
 use nalgebra::{DVector, Matrix6xX, Point3, Vector3};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rft_safety::cbf::{Barrier, CbfConfig, CbfFilter};
+use rft_safety::cbf::{Barrier, BrakingRule, CbfConfig, CbfFilter, GainTuner};
 use rft_safety::kinematics::Chain;
 use rft_safety::qp::DenseQp;
 
@@ -29,9 +29,19 @@ fn filter() -> CbfFilter {
         ],
         first_obstacle_joint: 2,
         weights: vec![1.0; 7],
-        slack_weight: 1e6,
+        slack_weight: 1e4,
+        cartesian_brake_m_s2: 2.0,
     };
     CbfFilter::new(chain, cfg)
+}
+
+fn tuned_filter() -> CbfFilter {
+    filter().with_tuner(Box::new(BrakingRule {
+        alpha_min: 0.5,
+        alpha_max: 20.0,
+        margin: 0.3,
+        min_speed: 0.05,
+    }))
 }
 
 #[test]
@@ -122,8 +132,67 @@ fn adversarial(
 
 #[test]
 fn random_and_adversarial_commands_never_leave_the_safe_set() {
-    let mut f = filter();
-    let mut rng = StdRng::seed_from_u64(3);
+    let (max_slack, _) = check_invariance(filter(), 3, 60);
+    assert!(
+        max_slack <= 1e-6,
+        "the soft rows needed slack {max_slack}: the barriers alone did not hold"
+    );
+}
+
+#[test]
+fn with_online_gains_a_high_alpha_max_stays_safe() {
+    // A fixed α = 20 lets the slack open and the tool cross a wall by centimetres (the
+    // acceleration box cannot brake that hard); the braking rule lowers α where the robot closes
+    // in fast and keeps the set invariant.
+    // Known limit: when α drops as speed builds up, the bound can tighten faster than the
+    // acceleration box follows, and the slack fallback opens for a step; the set still holds.
+    let (_, slack_share) = check_invariance(tuned_filter(), 4, 60);
+    assert!(
+        slack_share < 0.01,
+        "slack used in {:.2} % of steps",
+        slack_share * 100.0
+    );
+}
+
+#[test]
+fn the_braking_rule_lowers_alpha_when_closing_fast_and_is_bounded() {
+    let mut r = BrakingRule {
+        alpha_min: 0.5,
+        alpha_max: 20.0,
+        margin: 0.5,
+        min_speed: 0.05,
+    };
+    let b = Barrier::WorkspaceMin(0);
+    assert_eq!(
+        r.alpha(b, 0.2, 0.0, 2.0),
+        20.0,
+        "moving away: the fastest gain"
+    );
+    assert_eq!(r.alpha(b, 0.2, 0.5, 2.0), 2.0);
+    assert_eq!(r.alpha(b, 0.2, 100.0, 2.0), 0.5, "bounded below");
+    let mut f = tuned_filter();
+    let mut u = [0.0; 7];
+    let fast = [0.0, 1.5, 0.0, 1.5, 0.0, 0.0, 0.0];
+    f.filter(&READY, &fast, &fast, &mut u).unwrap();
+    assert_eq!(
+        f.alphas().len(),
+        14 + 6
+            + f.alphas()
+                .iter()
+                .filter(|(b, _)| matches!(b, Barrier::Obstacle(..)))
+                .count()
+    );
+    assert!(f.alphas().iter().all(|(_, a)| (0.5..=20.0).contains(a)));
+    assert!(
+        f.alphas().iter().any(|(_, a)| *a < 20.0),
+        "some barrier is being approached"
+    );
+}
+
+/// Runs the sequences and checks the safe set; returns the largest slack and the share of
+/// steps that needed any.
+fn check_invariance(mut f: CbfFilter, seed: u64, sequences: usize) -> (f64, f64) {
+    let mut rng = StdRng::seed_from_u64(seed);
     let targets = [
         Point3::new(1.2, 0.0, 0.4),
         Point3::new(0.45, 0.0, -0.3),
@@ -134,8 +203,8 @@ fn random_and_adversarial_commands_never_leave_the_safe_set() {
     ];
     let mut hs = Vec::new();
     let (mut worst_joint, mut worst_ws, mut worst_obs) = (f64::MAX, f64::MAX, f64::MAX);
-    let sequences = 100;
     let mut max_slack = 0.0f64;
+    let (mut steps, mut slack_steps) = (0usize, 0usize);
     for seq in 0..sequences {
         let mut q: Vec<f64> = READY
             .iter()
@@ -151,9 +220,11 @@ fn random_and_adversarial_commands_never_leave_the_safe_set() {
         let mode = seq % 4;
         let target = targets[rng.random_range(0..targets.len())];
         for _ in 0..300 {
-            let u_ref = adversarial(&mut rng, &f, &q, mode.min(2), &target);
+            let u_ref = adversarial(&mut rng, &f, &q, mode.min(2) as u32, &target);
             let r = f.filter(&q, &u_prev, &u_ref, &mut u).unwrap();
             max_slack = max_slack.max(r.slack);
+            steps += 1;
+            slack_steps += usize::from(r.slack > 1e-6);
             for i in 0..7 {
                 q[i] += u[i] * f.config().dt_s;
             }
@@ -183,8 +254,5 @@ fn random_and_adversarial_commands_never_leave_the_safe_set() {
         worst_obs >= -1e-4,
         "obstacle clearance violated by {worst_obs} m"
     );
-    assert!(
-        max_slack <= 1e-6,
-        "the soft rows needed slack {max_slack}: the barriers alone did not hold"
-    );
+    (max_slack, slack_steps as f64 / steps as f64)
 }
