@@ -37,6 +37,8 @@ pub struct CbfConfig {
     /// Spheres carried by joints before this index are ignored against obstacles (links that
     /// barely move near the base).
     pub first_obstacle_joint: usize,
+    /// Self-collision pairs: indices into the chain's spheres (see [`self_collision_pairs`]).
+    pub self_pairs: Vec<(usize, usize)>,
     /// Diagonal of W.
     pub weights: Vec<f64>,
     /// Penalty on the shared slack of the soft rows.
@@ -83,6 +85,38 @@ pub enum Barrier {
     WorkspaceMax(usize),
     /// (robot sphere index, obstacle index); h is the signed clearance in metres.
     Obstacle(usize, usize),
+    /// (robot sphere, robot sphere); h is the signed clearance in metres.
+    SelfCollision(usize, usize),
+}
+
+/// Sphere pairs worth guarding against self-collision: spheres on links at least `min_gap`
+/// joints apart (adjacent links always touch), clear of each other by `min_clearance` at the
+/// reference configuration `q_ref` (pairs that overlap there are part of the arm's shape).
+pub fn self_collision_pairs(
+    chain: &Chain,
+    q_ref: &[f64],
+    min_gap: usize,
+    min_clearance: f64,
+) -> Vec<(usize, usize)> {
+    let mut frames = Vec::new();
+    chain.forward(q_ref, &mut frames);
+    let at = |s: &crate::kinematics::Sphere| match s.joint {
+        Some(j) => frames[j] * s.center_in_frame,
+        None => s.center_in_frame,
+    };
+    let link = |s: &crate::kinematics::Sphere| s.joint.map_or(0, |j| j + 1);
+    let mut pairs = Vec::new();
+    for (a, sa) in chain.spheres.iter().enumerate() {
+        for (b, sb) in chain.spheres.iter().enumerate().skip(a + 1) {
+            if link(sb).abs_diff(link(sa)) < min_gap || sa.joint.is_none() && sb.joint.is_none() {
+                continue;
+            }
+            if (at(sa) - at(sb)).norm() - (sa.radius + sb.radius) > min_clearance {
+                pairs.push((a, b));
+            }
+        }
+    }
+    pairs
 }
 
 /// What one filter step did.
@@ -178,6 +212,21 @@ impl CbfFilter {
                 ));
             }
         }
+        for &(a, b) in &self.cfg.self_pairs {
+            let (pa, ra) = self.sphere_at(a);
+            let (pb, rb) = self.sphere_at(b);
+            out.push((Barrier::SelfCollision(a, b), (pa - pb).norm() - (ra + rb)));
+        }
+    }
+
+    /// Centre (base frame, from the last `forward`) and radius of robot sphere `i`.
+    fn sphere_at(&self, i: usize) -> (Point3<f64>, f64) {
+        let s = &self.chain.spheres[i];
+        let c = match s.joint {
+            Some(j) => self.frames[j] * s.center_in_frame,
+            None => s.center_in_frame,
+        };
+        (c, s.radius)
     }
 
     /// Filters `u_ref` at `q` (previous command `u_prev`) into `u`. The QP is first solved with
@@ -331,6 +380,44 @@ impl CbfFilter {
                     .collect();
                 qp.rows.push((row, -a * h));
             }
+        }
+        // Self-collision rows: h = ‖c_a − c_b‖² − (r_a + r_b)², ∂h/∂q = 2 (c_a − c_b)ᵀ (J_a − J_b).
+        let pairs = self.cfg.self_pairs.clone();
+        for (sa, sb) in pairs {
+            let (ca, ra) = self.sphere_at(sa);
+            let (cb, rb) = self.sphere_at(sb);
+            let point_velocity_rows = |chain: &Chain,
+                                       frames: &[nalgebra::Isometry3<f64>],
+                                       jac: &mut Matrix6xX<f64>,
+                                       idx: usize,
+                                       c: &Point3<f64>| {
+                match chain.spheres[idx].joint {
+                    Some(j) => chain.jacobian_of_point(frames, j, c, jac),
+                    None => jac.fill(0.0),
+                }
+            };
+            let mut ja = Matrix6xX::zeros(n);
+            point_velocity_rows(&self.chain, &self.frames, &mut ja, sa, &ca);
+            point_velocity_rows(&self.chain, &self.frames, &mut self.jac, sb, &cb);
+            let d = ca - cb;
+            let r = ra + rb;
+            let dist = d.norm().max(1e-9);
+            ja -= &self.jac; // relative point Jacobian J_a − J_b
+            let rel = |i: usize| Vector3::new(ja[(0, i)], ja[(1, i)], ja[(2, i)]);
+            let vrel: Vector3<f64> =
+                (0..n).fold(Vector3::zeros(), |acc, i| acc + rel(i) * u_prev[i]);
+            let a = self.gain(
+                Barrier::SelfCollision(sa, sb),
+                dist - r,
+                -d.dot(&vrel) / dist,
+                brake,
+            );
+            let h = d.norm_squared() - r * r;
+            let row: Vec<f64> = (0..n)
+                .map(|i| 2.0 * d.dot(&rel(i)))
+                .chain(slack_col.iter().copied())
+                .collect();
+            qp.rows.push((row, -a * h));
         }
         qp
     }

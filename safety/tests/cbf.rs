@@ -6,15 +6,26 @@ use std::path::Path;
 use nalgebra::{DVector, Matrix6xX, Point3, Vector3};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rft_safety::cbf::{Barrier, BrakingRule, CbfConfig, CbfFilter, GainTuner};
+use rft_safety::cbf::{
+    Barrier, BrakingRule, CbfConfig, CbfFilter, GainTuner, self_collision_pairs,
+};
 use rft_safety::kinematics::Chain;
 use rft_safety::qp::DenseQp;
 
 const READY: [f64; 7] = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785];
 
 fn filter() -> CbfFilter {
+    filter_with_self_pairs(false)
+}
+
+fn filter_with_self_pairs(guard_self: bool) -> CbfFilter {
     let urdf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/assets/panda.urdf");
     let chain = Chain::from_urdf_file(&urdf, "panda_link0", "panda_hand_tcp").unwrap();
+    let self_pairs = if guard_self {
+        self_collision_pairs(&chain, &READY, 3, 0.05)
+    } else {
+        Vec::new()
+    };
     let cfg = CbfConfig {
         joint_padding_rad: 0.05,
         alpha: 3.0,
@@ -28,6 +39,7 @@ fn filter() -> CbfFilter {
             (Point3::new(0.45, -0.3, 0.55), 0.05),
         ],
         first_obstacle_joint: 2,
+        self_pairs,
         weights: vec![1.0; 7],
         slack_weight: 1e4,
         cartesian_brake_m_s2: 2.0,
@@ -174,13 +186,14 @@ fn the_braking_rule_lowers_alpha_when_closing_fast_and_is_bounded() {
     let mut u = [0.0; 7];
     let fast = [0.0, 1.5, 0.0, 1.5, 0.0, 0.0, 0.0];
     f.filter(&READY, &fast, &fast, &mut u).unwrap();
+    let obstacle_rows = f
+        .alphas()
+        .iter()
+        .filter(|(b, _)| matches!(b, Barrier::Obstacle(..)))
+        .count();
     assert_eq!(
         f.alphas().len(),
-        14 + 6
-            + f.alphas()
-                .iter()
-                .filter(|(b, _)| matches!(b, Barrier::Obstacle(..)))
-                .count()
+        14 + 6 + obstacle_rows + f.config().self_pairs.len()
     );
     assert!(f.alphas().iter().all(|(_, a)| (0.5..=20.0).contains(a)));
     assert!(
@@ -202,7 +215,8 @@ fn check_invariance(mut f: CbfFilter, seed: u64, sequences: usize) -> (f64, f64)
         Point3::new(0.0, 0.0, 1.2),
     ];
     let mut hs = Vec::new();
-    let (mut worst_joint, mut worst_ws, mut worst_obs) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut worst_joint, mut worst_ws, mut worst_obs, mut worst_self) =
+        (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     let mut max_slack = 0.0f64;
     let (mut steps, mut slack_steps) = (0usize, 0usize);
     for seq in 0..sequences {
@@ -239,6 +253,7 @@ fn check_invariance(mut f: CbfFilter, seed: u64, sequences: usize) -> (f64, f64)
                         worst_ws = worst_ws.min(*h)
                     }
                     Barrier::Obstacle(..) => worst_obs = worst_obs.min(*h),
+                    Barrier::SelfCollision(..) => worst_self = worst_self.min(*h),
                 }
             }
         }
@@ -254,5 +269,27 @@ fn check_invariance(mut f: CbfFilter, seed: u64, sequences: usize) -> (f64, f64)
         worst_obs >= -1e-4,
         "obstacle clearance violated by {worst_obs} m"
     );
+    assert!(
+        worst_self >= -1e-4,
+        "self-collision clearance violated by {worst_self} m"
+    );
     (max_slack, slack_steps as f64 / steps as f64)
+}
+
+#[test]
+fn self_collision_is_guarded() {
+    let (max_slack, _) = check_invariance(filter_with_self_pairs(true), 5, 30);
+    assert!(max_slack <= 1e-6, "slack {max_slack}");
+}
+
+#[test]
+fn self_collision_pairs_skip_neighbours_and_start_clear() {
+    let f = filter_with_self_pairs(true);
+    let pairs = &f.config().self_pairs;
+    assert!(pairs.len() >= 10, "{} pairs", pairs.len());
+    let chain = f.chain();
+    let link = |i: usize| chain.spheres[i].joint.map_or(0, |j| j + 1);
+    assert!(pairs.iter().all(|&(a, b)| link(a).abs_diff(link(b)) >= 3));
+    // The hand can reach the base and the lower links: those pairs are guarded.
+    assert!(pairs.iter().any(|&(a, b)| link(a) <= 1 && link(b) == 7));
 }
