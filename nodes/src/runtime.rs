@@ -373,7 +373,17 @@ fn run_node(
     // The first step runs at start, then one per period.
     let mut next = period_ns.map(|_| clock.now_ns());
     let mut error = None;
-    let ctx = |clock: &Clock| clock.now();
+    let ctx = || StepCtx {
+        now: clock.now(),
+        clock: &clock,
+        shutdown: &shutdown,
+    };
+    // A failing step or message handler stops the whole runtime with the reason.
+    let fail = |what: &str, e: &Error| {
+        tracing::error!(node = %name, error = %e, "{what} failed; stopping");
+        shutdown.trigger(&format!("node {name} failed: {e}"));
+        Some(e.to_string())
+    };
     while !stop.load(Ordering::Acquire) {
         let now = clock.now_ns();
         if let (Some(p), Some(deadline)) = (period_ns, next)
@@ -381,15 +391,8 @@ fn run_node(
         {
             let span = tracing::debug_span!("step", node = %name);
             let _g = span.enter();
-            let c = StepCtx {
-                now: ctx(&clock),
-                clock: &clock,
-                shutdown: &shutdown,
-            };
-            if let Err(e) = node.step(&c) {
-                tracing::error!(node = %name, error = %e, "step failed; stopping");
-                error = Some(e.to_string());
-                shutdown.trigger(&format!("node {name} failed: {e}"));
+            if let Err(e) = node.step(&ctx()) {
+                error = fail("step", &e);
                 break;
             }
             stats.steps.fetch_add(1, Ordering::Relaxed);
@@ -411,25 +414,13 @@ fn run_node(
         };
         if wake.wait_timeout(wait) && !stop.load(Ordering::Acquire) {
             stats.wakes.fetch_add(1, Ordering::Relaxed);
-            let c = StepCtx {
-                now: ctx(&clock),
-                clock: &clock,
-                shutdown: &shutdown,
-            };
-            if let Err(e) = node.on_wake(&c) {
-                tracing::error!(node = %name, error = %e, "message handling failed; stopping");
-                error = Some(e.to_string());
-                shutdown.trigger(&format!("node {name} failed: {e}"));
+            if let Err(e) = node.on_wake(&ctx()) {
+                error = fail("message handling", &e);
                 break;
             }
         }
     }
-    let c = StepCtx {
-        now: ctx(&clock),
-        clock: &clock,
-        shutdown: &shutdown,
-    };
-    if let Err(e) = node.shutdown(&c) {
+    if let Err(e) = node.shutdown(&ctx()) {
         tracing::warn!(node = %name, error = %e, "shutdown hook failed");
         error.get_or_insert(e.to_string());
     }

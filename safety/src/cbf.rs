@@ -130,14 +130,33 @@ pub struct FilterReport {
     pub iterations: u32,
 }
 
+/// The α source of a filter and the gains it handed out in the last step.
+struct Gains {
+    tuner: Option<Box<dyn GainTuner>>,
+    fixed: f64,
+    used: Vec<(Barrier, f64)>,
+}
+
+impl Gains {
+    fn get(&mut self, barrier: Barrier, h: f64, closing: f64, brake: f64) -> f64 {
+        let a = match self.tuner.as_mut() {
+            Some(t) => t.alpha(barrier, h, closing.max(0.0), brake),
+            None => self.fixed,
+        };
+        self.used.push((barrier, a));
+        a
+    }
+}
+
 /// The filter, with its scratch space.
 pub struct CbfFilter {
     chain: Chain,
     cfg: CbfConfig,
     frames: Vec<nalgebra::Isometry3<f64>>,
     jac: Matrix6xX<f64>,
-    tuner: Option<Box<dyn GainTuner>>,
-    alphas: Vec<(Barrier, f64)>,
+    /// Second point Jacobian, for self-collision pairs.
+    jac_b: Matrix6xX<f64>,
+    gains: Gains,
 }
 
 impl CbfFilter {
@@ -146,31 +165,26 @@ impl CbfFilter {
         Self {
             frames: Vec::with_capacity(n + 1),
             jac: Matrix6xX::zeros(n),
+            jac_b: Matrix6xX::zeros(n),
+            gains: Gains {
+                tuner: None,
+                fixed: cfg.alpha,
+                used: Vec::new(),
+            },
             chain,
             cfg,
-            tuner: None,
-            alphas: Vec::new(),
         }
     }
 
     /// Uses `tuner` for α instead of the fixed `alpha` of the configuration.
     pub fn with_tuner(mut self, tuner: Box<dyn GainTuner>) -> Self {
-        self.tuner = Some(tuner);
+        self.gains.tuner = Some(tuner);
         self
     }
 
     /// The α of every barrier used in the last step (for `/rft/safety` and recording).
     pub fn alphas(&self) -> &[(Barrier, f64)] {
-        &self.alphas
-    }
-
-    fn gain(&mut self, barrier: Barrier, h: f64, closing: f64, brake: f64) -> f64 {
-        let a = match self.tuner.as_mut() {
-            Some(t) => t.alpha(barrier, h, closing.max(0.0), brake),
-            None => self.cfg.alpha,
-        };
-        self.alphas.push((barrier, a));
-        a
+        &self.gains.used
     }
 
     pub fn chain(&self) -> &Chain {
@@ -264,7 +278,7 @@ impl CbfFilter {
         let n = self.chain.dof();
         self.chain.forward(q, &mut self.frames);
         self.chain.jacobian(&self.frames, &mut self.jac);
-        self.alphas.clear();
+        self.gains.used.clear();
         // Gains first (they need &mut self), from closing speeds under the previous command.
         let mut joint_alpha = Vec::with_capacity(2 * n);
         let pad = self.cfg.joint_padding_rad;
@@ -274,8 +288,12 @@ impl CbfFilter {
                 self.chain.joints[i].upper,
                 self.cfg.max_accel_rad_s2[i],
             );
-            let a_lo = self.gain(Barrier::JointLower(i), q[i] - (lo + pad), -u_prev[i], brake);
-            let a_hi = self.gain(Barrier::JointUpper(i), (hi - pad) - q[i], u_prev[i], brake);
+            let a_lo = self
+                .gains
+                .get(Barrier::JointLower(i), q[i] - (lo + pad), -u_prev[i], brake);
+            let a_hi = self
+                .gains
+                .get(Barrier::JointUpper(i), (hi - pad) - q[i], u_prev[i], brake);
             joint_alpha.push((a_lo, a_hi));
         }
         let p = Point3::from(self.frames[n].translation.vector);
@@ -287,8 +305,10 @@ impl CbfFilter {
         for (k, wa) in ws_alpha.iter_mut().enumerate() {
             let (wmin, wmax) = (self.cfg.workspace_min[k], self.cfg.workspace_max[k]);
             *wa = (
-                self.gain(Barrier::WorkspaceMin(k), p[k] - wmin, -v[k], brake),
-                self.gain(Barrier::WorkspaceMax(k), wmax - p[k], v[k], brake),
+                self.gains
+                    .get(Barrier::WorkspaceMin(k), p[k] - wmin, -v[k], brake),
+                self.gains
+                    .get(Barrier::WorkspaceMax(k), wmax - p[k], v[k], brake),
             );
         }
         let cfg = &self.cfg;
@@ -350,11 +370,8 @@ impl CbfFilter {
         }
         // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c. The gain uses the
         // clearance δ = ‖c − o‖ − r and its closing speed.
-        let first = cfg.first_obstacle_joint;
-        let spheres: Vec<_> = self.chain.spheres.iter().copied().enumerate().collect();
-        let obstacles = cfg.obstacles.clone();
-        for (si, s) in spheres {
-            let Some(ji) = s.joint.filter(|j| *j >= first) else {
+        for (si, s) in self.chain.spheres.iter().enumerate() {
+            let Some(ji) = s.joint.filter(|j| *j >= cfg.first_obstacle_joint) else {
                 continue;
             };
             let c = self.frames[ji] * s.center_in_frame;
@@ -363,12 +380,14 @@ impl CbfFilter {
             let vc: Vector3<f64> = (0..n).fold(Vector3::zeros(), |acc, i| {
                 acc + Vector3::new(self.jac[(0, i)], self.jac[(1, i)], self.jac[(2, i)]) * u_prev[i]
             });
-            for (oi, (oc, orad)) in obstacles.iter().enumerate() {
+            for (oi, (oc, orad)) in cfg.obstacles.iter().enumerate() {
                 let d = c - oc;
                 let r = s.radius + orad;
                 let dist = d.norm().max(1e-9);
                 let closing = -d.dot(&vc) / dist;
-                let a = self.gain(Barrier::Obstacle(si, oi), dist - r, closing, brake);
+                let a = self
+                    .gains
+                    .get(Barrier::Obstacle(si, oi), dist - r, closing, brake);
                 let h = d.norm_squared() - r * r;
                 let row: Vec<f64> = (0..n)
                     .map(|i| {
@@ -382,8 +401,7 @@ impl CbfFilter {
             }
         }
         // Self-collision rows: h = ‖c_a − c_b‖² − (r_a + r_b)², ∂h/∂q = 2 (c_a − c_b)ᵀ (J_a − J_b).
-        let pairs = self.cfg.self_pairs.clone();
-        for (sa, sb) in pairs {
+        for &(sa, sb) in &cfg.self_pairs {
             let (ca, ra) = self.sphere_at(sa);
             let (cb, rb) = self.sphere_at(sb);
             let point_velocity_rows = |chain: &Chain,
@@ -396,17 +414,17 @@ impl CbfFilter {
                     None => jac.fill(0.0),
                 }
             };
-            let mut ja = Matrix6xX::zeros(n);
-            point_velocity_rows(&self.chain, &self.frames, &mut ja, sa, &ca);
-            point_velocity_rows(&self.chain, &self.frames, &mut self.jac, sb, &cb);
+            point_velocity_rows(&self.chain, &self.frames, &mut self.jac, sa, &ca);
+            point_velocity_rows(&self.chain, &self.frames, &mut self.jac_b, sb, &cb);
             let d = ca - cb;
             let r = ra + rb;
             let dist = d.norm().max(1e-9);
-            ja -= &self.jac; // relative point Jacobian J_a − J_b
+            self.jac -= &self.jac_b; // relative point Jacobian J_a − J_b
+            let ja = &self.jac;
             let rel = |i: usize| Vector3::new(ja[(0, i)], ja[(1, i)], ja[(2, i)]);
             let vrel: Vector3<f64> =
                 (0..n).fold(Vector3::zeros(), |acc, i| acc + rel(i) * u_prev[i]);
-            let a = self.gain(
+            let a = self.gains.get(
                 Barrier::SelfCollision(sa, sb),
                 dist - r,
                 -d.dot(&vrel) / dist,
