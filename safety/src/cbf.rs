@@ -1,18 +1,29 @@
 //! The CBF-QP safety filter for q̇ = u:
 //! minimise ‖u − u_ref‖²_W subject to, for every barrier h(q) ≥ 0, ∂h/∂q · u + α h ≥ 0.
 //!
-//! Barriers: joint position limits (with padding), the tool's workspace box, and collision
-//! spheres on the arm against static sphere obstacles. Joint limits, velocity limits and the
-//! per-step acceleration box are single-variable, so they become the QP's variable box and are
-//! never relaxed; the workspace and obstacle rows share one slack with a large penalty, so the
-//! QP stays feasible when they conflict with the hard limits.
+//! Barriers: joint position limits (with padding), the tool's workspace box, an optional tool
+//! orientation cone, collision spheres on the arm against static and dynamic sphere obstacles,
+//! and self-collision sphere pairs. Joint limits, velocity limits and the per-step
+//! acceleration box are single-variable, so they become the QP's variable box and are never
+//! relaxed; the other rows share one slack with a large penalty, used only when the hard QP is
+//! infeasible, so the QP stays feasible when they conflict with the hard limits.
 //!
-//! First version: it builds the QP afresh each step. The structured solver (row pruning,
-//! closed-form boxes, warm-started active set) comes next; see issue 4.
+//! Structure used for speed, with no allocation per step:
+//! - every sphere's centre and point Jacobian is computed once per step and shared by its rows;
+//! - a row that the box implies (min over the box of a·u ≥ b) cannot change the solution, so it
+//!   is left out of the QP: the filter is provably the same with or without pruning;
+//! - when the clamped reference satisfies the remaining rows it is the solution (closed form);
+//! - otherwise a dense Goldfarb–Idnani active-set solver ([`crate::active_set`]) solves it,
+//!   with clarabel ([`crate::qp::DenseQp`]) as the fallback if that ever fails numerically.
 
-use nalgebra::{Matrix6xX, Point3, Vector3};
+// The numeric core walks parallel per-joint arrays by index; their lengths are fixed in `new`
+// and checked at the top of `filter`.
+#![allow(clippy::needless_range_loop)]
 
-use crate::kinematics::Chain;
+use nalgebra::{Matrix6xX, Point3, Unit, Vector3};
+
+use crate::active_set::{ActiveSet, Problem};
+use crate::kinematics::{Chain, JointKind};
 use crate::qp::{DenseQp, QpError};
 
 /// Settings of the filter (every number comes from the launch file in the node).
@@ -20,10 +31,10 @@ use crate::qp::{DenseQp, QpError};
 pub struct CbfConfig {
     /// Distance kept from each joint limit.
     pub joint_padding_rad: f64,
-    /// Class-K gain α (1/s) of every barrier. Keep α ≲ a_max / v_max so that the acceleration
-    /// box can brake before a barrier is reached: with α = 20 on the Panda the slack opened and
-    /// the workspace was crossed by 3 cm in the invariance test; with α = 3 it holds. The online
-    /// gain tuner of issue 4 is meant to adapt α per constraint.
+    /// Class-K gain α (1/s) of every barrier when no [`GainTuner`] is set. Keep α ≲ a_max / v_max
+    /// so that the acceleration box can brake before a barrier is reached: with α = 20 on the
+    /// Panda the slack opened and the workspace was crossed by 3 cm in the invariance test;
+    /// with α = 3 it holds. A tuner adapts α per barrier instead.
     pub alpha: f64,
     /// Control period, for the acceleration box.
     pub dt_s: f64,
@@ -46,6 +57,37 @@ pub struct CbfConfig {
     /// Deceleration the tool can be assumed to achieve along a Cartesian barrier (m/s²), for
     /// the gain tuner.
     pub cartesian_brake_m_s2: f64,
+    /// Optional cone the tool axis must stay in.
+    pub orientation_cone: Option<OrientationCone>,
+    /// Capacity for obstacles from the dynamic-obstacle topic.
+    pub max_dynamic_obstacles: usize,
+    /// When the QP is infeasible, the acceleration box is widened by this factor (≥ 1; 1 turns
+    /// it off) before the soft rows get their slack: keeping the safe set comes before keeping
+    /// the acceleration limit.
+    pub accel_relax_factor: f64,
+    /// Leave out of the QP the rows the box already implies (exact; off only to measure the
+    /// worst case).
+    pub prune_rows: bool,
+}
+
+/// The tool axis `axis_in_tool` (tip frame) must stay within `max_angle_rad` of `reference`
+/// (base frame): h = cos∠(axis, reference) − cos(max_angle).
+#[derive(Debug, Clone, Copy)]
+pub struct OrientationCone {
+    pub axis_in_tool: Unit<Vector3<f64>>,
+    pub reference: Unit<Vector3<f64>>,
+    pub max_angle_rad: f64,
+    /// Angular deceleration the tool can be assumed to achieve (rad/s²), for the gain tuner.
+    pub brake_rad_s2: f64,
+}
+
+/// Bad input to the filter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CbfError {
+    #[error("{got} dynamic obstacles, more than the {max} the filter was configured for")]
+    TooManyObstacles { got: usize, max: usize },
+    #[error("dynamic obstacle {index} is not finite or has a negative radius")]
+    BadObstacle { index: usize },
 }
 
 /// Supplies the class-K gain α of each barrier at each step (the "online CBF" of issue 4).
@@ -83,8 +125,12 @@ pub enum Barrier {
     JointUpper(usize),
     WorkspaceMin(usize),
     WorkspaceMax(usize),
-    /// (robot sphere index, obstacle index); h is the signed clearance in metres.
+    /// (robot sphere index, static obstacle index); h is the signed clearance in metres.
     Obstacle(usize, usize),
+    /// (robot sphere index, dynamic obstacle index); h is the signed clearance in metres.
+    DynamicObstacle(usize, usize),
+    /// The tool-axis cone; h is the angle margin in radians.
+    OrientationCone,
     /// (robot sphere, robot sphere); h is the signed clearance in metres.
     SelfCollision(usize, usize),
 }
@@ -119,18 +165,58 @@ pub fn self_collision_pairs(
     pairs
 }
 
+impl std::fmt::Display for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const AXIS: [&str; 3] = ["x", "y", "z"];
+        let axis = |k: usize| AXIS.get(k).copied().unwrap_or("?");
+        match self {
+            Barrier::JointLower(i) => write!(f, "joint_lower[{i}]"),
+            Barrier::JointUpper(i) => write!(f, "joint_upper[{i}]"),
+            Barrier::WorkspaceMin(k) => write!(f, "workspace_min[{}]", axis(*k)),
+            Barrier::WorkspaceMax(k) => write!(f, "workspace_max[{}]", axis(*k)),
+            Barrier::Obstacle(s, o) => write!(f, "obstacle[{o}]/sphere[{s}]"),
+            Barrier::DynamicObstacle(s, o) => write!(f, "dynamic_obstacle[{o}]/sphere[{s}]"),
+            Barrier::SelfCollision(a, b) => write!(f, "self[{a},{b}]"),
+            Barrier::OrientationCone => write!(f, "orientation_cone"),
+        }
+    }
+}
+
+/// How a step was solved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolvePath {
+    /// The clamped reference satisfied every row.
+    ClosedForm,
+    /// The active-set solver.
+    ActiveSet,
+    /// clarabel, after the active-set solver failed numerically.
+    Clarabel,
+}
+
 /// What one filter step did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FilterReport {
     /// Soft-row slack used (0 when every constraint held exactly).
     pub slack: f64,
-    /// Rows in the QP.
+    /// Rows built (before pruning).
+    pub rows_built: usize,
+    /// Rows in the QP (after pruning).
     pub rows: usize,
-    /// Interior-point iterations.
-    pub iterations: u32,
+    /// Solver steps (active-set additions and drops, or interior-point iterations).
+    pub iterations: usize,
+    pub path: SolvePath,
+    /// The hard QP was infeasible and the acceleration box was widened to solve it.
+    pub accel_relaxed: bool,
+    /// Smallest clearance (m) between an arm sphere and an obstacle or another arm sphere;
+    /// infinite when there are none.
+    pub min_clearance_m: f64,
 }
 
 /// The α source of a filter and the gains it handed out in the last step.
+///
+/// Tried and dropped: raising a tuned α so that a row's bound α·h never tightens faster than
+/// braking allows. It kept α high near the walls, the arm arrived too fast, and the tool
+/// crossed the workspace by 3 cm, as with a fixed high α.
 struct Gains {
     tuner: Option<Box<dyn GainTuner>>,
     fixed: f64,
@@ -138,9 +224,15 @@ struct Gains {
 }
 
 impl Gains {
-    fn get(&mut self, barrier: Barrier, h: f64, closing: f64, brake: f64) -> f64 {
+    fn start_step(&mut self) {
+        self.used.clear();
+    }
+
+    /// α for `barrier`: `clearance` and `closing` (≥ 0 when approaching) feed the tuner, in
+    /// units where the robot brakes at `brake`.
+    fn get(&mut self, barrier: Barrier, clearance: f64, closing: f64, brake: f64) -> f64 {
         let a = match self.tuner.as_mut() {
-            Some(t) => t.alpha(barrier, h, closing.max(0.0), brake),
+            Some(t) => t.alpha(barrier, clearance, closing.max(0.0), brake),
             None => self.fixed,
         };
         self.used.push((barrier, a));
@@ -148,29 +240,106 @@ impl Gains {
     }
 }
 
-/// The filter, with its scratch space.
+/// One sphere's state this step.
+#[derive(Debug, Clone, Copy)]
+struct SphereNow {
+    center: Point3<f64>,
+    radius: f64,
+    /// Index of the first column of its 3×n point Jacobian in `sphere_jac`; `None` for spheres
+    /// on the base (they do not move).
+    jac: Option<usize>,
+}
+
+/// The filter, with its scratch space. Everything is sized in [`CbfFilter::new`].
 pub struct CbfFilter {
     chain: Chain,
     cfg: CbfConfig,
+    n: usize,
     frames: Vec<nalgebra::Isometry3<f64>>,
+    /// Tip Jacobian.
     jac: Matrix6xX<f64>,
-    /// Second point Jacobian, for self-collision pairs.
-    jac_b: Matrix6xX<f64>,
+    /// Joint axes and origins in the base frame.
+    axes: Vec<Vector3<f64>>,
+    origins: Vec<Vector3<f64>>,
+    spheres: Vec<SphereNow>,
+    /// 3×n linear point Jacobians, column-major, one block per sphere.
+    sphere_jac: Vec<f64>,
+    dynamic: Vec<(Point3<f64>, f64)>,
     gains: Gains,
+    // The QP, hard form: n variables; soft form: n + 1.
+    weights: Vec<f64>,
+    reference: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    /// The box with the acceleration limit widened by `accel_relax_factor`.
+    lo_relaxed: Vec<f64>,
+    hi_relaxed: Vec<f64>,
+    rows: Vec<f64>,
+    b: Vec<f64>,
+    row_barrier: Vec<Barrier>,
+    soft_rows: Vec<f64>,
+    x: Vec<f64>,
+    solver: ActiveSet,
+    /// Barriers active at the last solution.
+    active: Vec<Barrier>,
+}
+
+/// The velocity/position box [l1, h1] intersected with the acceleration box u_prev ± da; where
+/// they do not meet, the position barrier wins (the joint limit is never crossed).
+fn accel_box(l1: f64, h1: f64, u_prev: f64, da: f64) -> (f64, f64) {
+    let (l2, h2) = (u_prev - da, u_prev + da);
+    if l2.max(l1) <= h2.min(h1) {
+        (l2.max(l1), h2.min(h1))
+    } else if l2 > h1 {
+        (h1, h1)
+    } else {
+        (l1, l1)
+    }
+}
+
+/// Rows a filter can build at most.
+fn max_rows(chain: &Chain, cfg: &CbfConfig) -> usize {
+    let spheres = chain
+        .spheres
+        .iter()
+        .filter(|s| s.joint.is_some_and(|j| j >= cfg.first_obstacle_joint))
+        .count();
+    6 + 1 + spheres * (cfg.obstacles.len() + cfg.max_dynamic_obstacles) + cfg.self_pairs.len()
 }
 
 impl CbfFilter {
     pub fn new(chain: Chain, cfg: CbfConfig) -> Self {
         let n = chain.dof();
+        let rows = max_rows(&chain, &cfg);
+        let barriers = 2 * n + rows;
+        let ns = chain.spheres.len();
         Self {
+            n,
             frames: Vec::with_capacity(n + 1),
             jac: Matrix6xX::zeros(n),
-            jac_b: Matrix6xX::zeros(n),
+            axes: vec![Vector3::zeros(); n],
+            origins: vec![Vector3::zeros(); n],
+            spheres: Vec::with_capacity(ns),
+            sphere_jac: vec![0.0; 3 * n * ns],
+            dynamic: Vec::with_capacity(cfg.max_dynamic_obstacles),
             gains: Gains {
                 tuner: None,
                 fixed: cfg.alpha,
-                used: Vec::new(),
+                used: Vec::with_capacity(barriers),
             },
+            weights: Vec::with_capacity(n + 1),
+            reference: Vec::with_capacity(n + 1),
+            lo: Vec::with_capacity(n + 1),
+            hi: Vec::with_capacity(n + 1),
+            lo_relaxed: Vec::with_capacity(n),
+            hi_relaxed: Vec::with_capacity(n),
+            rows: Vec::with_capacity(rows * n),
+            b: Vec::with_capacity(rows),
+            row_barrier: Vec::with_capacity(rows),
+            soft_rows: Vec::with_capacity(rows * (n + 1)),
+            x: vec![0.0; n + 1],
+            solver: ActiveSet::new(n + 1, 2 * (n + 1) + rows),
+            active: Vec::with_capacity(barriers),
             chain,
             cfg,
         }
@@ -182,9 +351,15 @@ impl CbfFilter {
         self
     }
 
-    /// The α of every barrier used in the last step (for `/rft/safety` and recording).
+    /// The α of every barrier used in the last step (for `/rft/safety` and recording), in a
+    /// fixed order: joints, workspace, cone, obstacles, self pairs.
     pub fn alphas(&self) -> &[(Barrier, f64)] {
         &self.gains.used
+    }
+
+    /// Barriers whose constraint was active at the last solution.
+    pub fn active_barriers(&self) -> &[Barrier] {
+        &self.active
     }
 
     pub fn chain(&self) -> &Chain {
@@ -195,15 +370,81 @@ impl CbfFilter {
         &self.cfg
     }
 
+    /// Replaces the dynamic obstacles (centre in the base frame, radius). On error the previous
+    /// ones stay in force.
+    pub fn set_dynamic_obstacles(
+        &mut self,
+        obstacles: &[(Point3<f64>, f64)],
+    ) -> Result<(), CbfError> {
+        if obstacles.len() > self.cfg.max_dynamic_obstacles {
+            return Err(CbfError::TooManyObstacles {
+                got: obstacles.len(),
+                max: self.cfg.max_dynamic_obstacles,
+            });
+        }
+        if let Some(index) = obstacles
+            .iter()
+            .position(|(c, r)| !(c.coords.iter().all(|v| v.is_finite()) && *r >= 0.0))
+        {
+            return Err(CbfError::BadObstacle { index });
+        }
+        self.dynamic.clear();
+        self.dynamic.extend_from_slice(obstacles);
+        Ok(())
+    }
+
+    pub fn dynamic_obstacles(&self) -> &[(Point3<f64>, f64)] {
+        &self.dynamic
+    }
+
     fn tcp(&self) -> Point3<f64> {
-        Point3::from(self.frames[self.chain.dof()].translation.vector)
+        Point3::from(self.frames[self.n].translation.vector)
+    }
+
+    /// Forward kinematics, tip Jacobian, sphere centres and their point Jacobians at `q`.
+    fn kinematics(&mut self, q: &[f64]) {
+        let n = self.n;
+        self.chain.forward(q, &mut self.frames);
+        self.chain.jacobian(&self.frames, &mut self.jac);
+        for (i, j) in self.chain.joints.iter().enumerate() {
+            self.axes[i] = self.frames[i].rotation * j.axis.into_inner();
+            self.origins[i] = self.frames[i].translation.vector;
+        }
+        self.spheres.clear();
+        for (si, s) in self.chain.spheres.iter().enumerate() {
+            let Some(carrier) = s.joint else {
+                self.spheres.push(SphereNow {
+                    center: s.center_in_frame,
+                    radius: s.radius,
+                    jac: None,
+                });
+                continue;
+            };
+            let c = self.frames[carrier] * s.center_in_frame;
+            let base = 3 * n * si;
+            let block = &mut self.sphere_jac[base..base + 3 * n];
+            block.fill(0.0);
+            for (i, j) in self.chain.joints.iter().enumerate().take(carrier + 1) {
+                let v = match j.kind {
+                    JointKind::Revolute => self.axes[i].cross(&(c.coords - self.origins[i])),
+                    JointKind::Prismatic => self.axes[i],
+                };
+                block[3 * i..3 * i + 3].copy_from_slice(v.as_slice());
+            }
+            self.spheres.push(SphereNow {
+                center: c,
+                radius: s.radius,
+                jac: Some(base),
+            });
+        }
     }
 
     /// Every barrier value at `q` (for monitoring and tests). Obstacle values are clearances in
-    /// metres; the QP itself uses the squared-distance form.
+    /// metres and the cone's is the angle margin in radians; the QP itself uses the
+    /// squared-distance and cosine forms.
     pub fn barriers(&mut self, q: &[f64], out: &mut Vec<(Barrier, f64)>) {
         out.clear();
-        self.chain.forward(q, &mut self.frames);
+        self.kinematics(q);
         let pad = self.cfg.joint_padding_rad;
         for (i, j) in self.chain.joints.iter().enumerate() {
             out.push((Barrier::JointLower(i), q[i] - (j.lower + pad)));
@@ -214,33 +455,253 @@ impl CbfFilter {
             out.push((Barrier::WorkspaceMin(k), p[k] - self.cfg.workspace_min[k]));
             out.push((Barrier::WorkspaceMax(k), self.cfg.workspace_max[k] - p[k]));
         }
-        for (si, s) in self.chain.spheres.iter().enumerate() {
-            let Some(ji) = s.joint.filter(|j| *j >= self.cfg.first_obstacle_joint) else {
+        if let Some(cone) = self.cfg.orientation_cone {
+            let axis = self.frames[self.n].rotation * cone.axis_in_tool.into_inner();
+            let angle = axis.dot(&cone.reference).clamp(-1.0, 1.0).acos();
+            out.push((Barrier::OrientationCone, cone.max_angle_rad - angle));
+        }
+        for (si, s) in self.spheres.iter().enumerate() {
+            if !self.guarded(si) {
                 continue;
-            };
-            let c = self.frames[ji] * s.center_in_frame;
+            }
             for (oi, (oc, orad)) in self.cfg.obstacles.iter().enumerate() {
-                out.push((
-                    Barrier::Obstacle(si, oi),
-                    (c - oc).norm() - (s.radius + orad),
-                ));
+                let h = (s.center - oc).norm() - (s.radius + orad);
+                out.push((Barrier::Obstacle(si, oi), h));
+            }
+            for (oi, (oc, orad)) in self.dynamic.iter().enumerate() {
+                let h = (s.center - oc).norm() - (s.radius + orad);
+                out.push((Barrier::DynamicObstacle(si, oi), h));
             }
         }
         for &(a, b) in &self.cfg.self_pairs {
-            let (pa, ra) = self.sphere_at(a);
-            let (pb, rb) = self.sphere_at(b);
-            out.push((Barrier::SelfCollision(a, b), (pa - pb).norm() - (ra + rb)));
+            let (sa, sb) = (self.spheres[a], self.spheres[b]);
+            let h = (sa.center - sb.center).norm() - (sa.radius + sb.radius);
+            out.push((Barrier::SelfCollision(a, b), h));
         }
     }
 
-    /// Centre (base frame, from the last `forward`) and radius of robot sphere `i`.
-    fn sphere_at(&self, i: usize) -> (Point3<f64>, f64) {
-        let s = &self.chain.spheres[i];
-        let c = match s.joint {
-            Some(j) => self.frames[j] * s.center_in_frame,
-            None => s.center_in_frame,
-        };
-        (c, s.radius)
+    /// Whether sphere `si` is checked against obstacles.
+    fn guarded(&self, si: usize) -> bool {
+        self.chain.spheres[si]
+            .joint
+            .is_some_and(|j| j >= self.cfg.first_obstacle_joint)
+    }
+
+    /// Linear velocity of sphere `s` under `u`, and its Jacobian column `i`.
+    fn sphere_col(&self, s: &SphereNow, i: usize) -> Vector3<f64> {
+        match s.jac {
+            Some(base) => {
+                Vector3::from_column_slice(&self.sphere_jac[base + 3 * i..base + 3 * i + 3])
+            }
+            None => Vector3::zeros(),
+        }
+    }
+
+    /// Pushes the row `∂h/∂q · u ≥ −α h` for a sphere-distance barrier between a sphere and a
+    /// point moving with Jacobian `other` (or fixed), with h = ‖d‖² − r².
+    #[allow(clippy::too_many_arguments)]
+    fn distance_row(
+        &mut self,
+        barrier: Barrier,
+        a: SphereNow,
+        b_center: Point3<f64>,
+        b_sphere: Option<SphereNow>,
+        r: f64,
+        u_prev: &[f64],
+        min_clearance: &mut f64,
+    ) {
+        let n = self.n;
+        let d = a.center - b_center;
+        let dist = d.norm().max(1e-9);
+        let clearance = dist - r;
+        *min_clearance = min_clearance.min(clearance);
+        let h = d.norm_squared() - r * r;
+        let start = self.rows.len();
+        let mut closing = 0.0;
+        for i in 0..n {
+            let mut col = self.sphere_col(&a, i);
+            if let Some(sb) = &b_sphere {
+                col -= self.sphere_col(sb, i);
+            }
+            let g = 2.0 * d.dot(&col);
+            self.rows.push(g);
+            closing -= g * u_prev[i];
+        }
+        // ḣ = 2‖d‖ δ̇: the clearance closes at −ḣ / (2‖d‖).
+        let alpha = self.gains.get(
+            barrier,
+            clearance,
+            closing / (2.0 * dist),
+            self.cfg.cartesian_brake_m_s2,
+        );
+        debug_assert_eq!(self.rows.len(), start + n);
+        self.b.push(-alpha * h);
+        self.row_barrier.push(barrier);
+    }
+
+    /// Builds the hard QP at `q`: box in `lo`/`hi`, rows in `rows`/`b`. Returns the smallest
+    /// sphere clearance.
+    fn build(&mut self, q: &[f64], u_prev: &[f64], u_ref: &[f64]) -> f64 {
+        let n = self.n;
+        self.kinematics(q);
+        self.gains.start_step();
+        self.rows.clear();
+        self.b.clear();
+        self.row_barrier.clear();
+        self.weights.clear();
+        self.weights.extend_from_slice(&self.cfg.weights);
+        self.reference.clear();
+        self.reference.extend_from_slice(u_ref);
+        self.lo.clear();
+        self.hi.clear();
+        self.lo_relaxed.clear();
+        self.hi_relaxed.clear();
+        // Hard box: velocity ∩ position barrier, then the acceleration box where compatible.
+        let pad = self.cfg.joint_padding_rad;
+        for i in 0..n {
+            let (lower, upper) = (self.chain.joints[i].lower, self.chain.joints[i].upper);
+            let brake = self.cfg.max_accel_rad_s2[i];
+            let (h_lo, h_hi) = (q[i] - (lower + pad), (upper - pad) - q[i]);
+            let a_lo = self
+                .gains
+                .get(Barrier::JointLower(i), h_lo, -u_prev[i], brake);
+            let a_hi = self
+                .gains
+                .get(Barrier::JointUpper(i), h_hi, u_prev[i], brake);
+            let v = self.cfg.max_velocity_rad_s[i];
+            let l1 = (-v).max(-a_lo * h_lo);
+            let h1 = v.min(a_hi * h_hi);
+            let (l1, h1) = if l1 <= h1 { (l1, h1) } else { (h1, h1) };
+            let da = brake * self.cfg.dt_s;
+            let (lo, hi) = accel_box(l1, h1, u_prev[i], da);
+            self.lo.push(lo);
+            self.hi.push(hi);
+            let (lo, hi) = accel_box(l1, h1, u_prev[i], da * self.cfg.accel_relax_factor);
+            self.lo_relaxed.push(lo);
+            self.hi_relaxed.push(hi);
+        }
+        // Workspace rows on the TCP: ±J_v[k] u ≥ −α h.
+        let p = self.tcp();
+        let brake = self.cfg.cartesian_brake_m_s2;
+        for k in 0..3 {
+            let v: f64 = (0..n).map(|i| self.jac[(k, i)] * u_prev[i]).sum();
+            let h_min = p[k] - self.cfg.workspace_min[k];
+            let h_max = self.cfg.workspace_max[k] - p[k];
+            let a_min = self.gains.get(Barrier::WorkspaceMin(k), h_min, -v, brake);
+            let a_max = self.gains.get(Barrier::WorkspaceMax(k), h_max, v, brake);
+            for i in 0..n {
+                self.rows.push(self.jac[(k, i)]);
+            }
+            self.b.push(-a_min * h_min);
+            self.row_barrier.push(Barrier::WorkspaceMin(k));
+            for i in 0..n {
+                self.rows.push(-self.jac[(k, i)]);
+            }
+            self.b.push(-a_max * h_max);
+            self.row_barrier.push(Barrier::WorkspaceMax(k));
+        }
+        // Orientation cone: h = aᵀz − cos θ, ḣ = (z × a)ᵀ J_ω u.
+        if let Some(cone) = self.cfg.orientation_cone {
+            let z = self.frames[n].rotation * cone.axis_in_tool.into_inner();
+            let h = z.dot(&cone.reference) - cone.max_angle_rad.cos();
+            let g = z.cross(&cone.reference);
+            let start = self.rows.len();
+            let mut hdot = 0.0;
+            for i in 0..n {
+                let w = Vector3::new(self.jac[(3, i)], self.jac[(4, i)], self.jac[(5, i)]);
+                let gi = g.dot(&w);
+                self.rows.push(gi);
+                hdot += gi * u_prev[i];
+            }
+            let angle = z.dot(&cone.reference).clamp(-1.0, 1.0).acos();
+            let sin = angle.sin().max(1e-6);
+            let alpha = self.gains.get(
+                Barrier::OrientationCone,
+                cone.max_angle_rad - angle,
+                -hdot / sin,
+                cone.brake_rad_s2,
+            );
+            debug_assert_eq!(self.rows.len(), start + n);
+            self.b.push(-alpha * h);
+            self.row_barrier.push(Barrier::OrientationCone);
+        }
+        // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c.
+        let mut min_clearance = f64::INFINITY;
+        for si in 0..self.spheres.len() {
+            if !self.guarded(si) {
+                continue;
+            }
+            let s = self.spheres[si];
+            for oi in 0..self.cfg.obstacles.len() {
+                let (oc, orad) = self.cfg.obstacles[oi];
+                let r = s.radius + orad;
+                self.distance_row(
+                    Barrier::Obstacle(si, oi),
+                    s,
+                    oc,
+                    None,
+                    r,
+                    u_prev,
+                    &mut min_clearance,
+                );
+            }
+            for oi in 0..self.dynamic.len() {
+                let (oc, orad) = self.dynamic[oi];
+                let r = s.radius + orad;
+                self.distance_row(
+                    Barrier::DynamicObstacle(si, oi),
+                    s,
+                    oc,
+                    None,
+                    r,
+                    u_prev,
+                    &mut min_clearance,
+                );
+            }
+        }
+        // Self-collision rows: ∂h/∂q = 2 (c_a − c_b)ᵀ (J_a − J_b).
+        for k in 0..self.cfg.self_pairs.len() {
+            let (a, b) = self.cfg.self_pairs[k];
+            let (sa, sb) = (self.spheres[a], self.spheres[b]);
+            self.distance_row(
+                Barrier::SelfCollision(a, b),
+                sa,
+                sb.center,
+                Some(sb),
+                sa.radius + sb.radius,
+                u_prev,
+                &mut min_clearance,
+            );
+        }
+        min_clearance
+    }
+
+    /// Drops the rows that the box implies: min over the box of a·u ≥ b means the row can
+    /// never bind, so the solution is the same without it. The relaxed box contains the
+    /// normal one, so a row it implies can bind in neither solve.
+    fn prune(&mut self) {
+        let n = self.n;
+        let mut kept = 0;
+        for r in 0..self.b.len() {
+            let a = &self.rows[r * n..(r + 1) * n];
+            let min_over_box: f64 = a
+                .iter()
+                .zip(self.lo_relaxed.iter().zip(&self.hi_relaxed))
+                .map(|(a, (lo, hi))| (a * lo).min(a * hi))
+                .sum();
+            if min_over_box >= self.b[r] {
+                continue;
+            }
+            if kept != r {
+                self.rows.copy_within(r * n..(r + 1) * n, kept * n);
+                self.b[kept] = self.b[r];
+                self.row_barrier[kept] = self.row_barrier[r];
+            }
+            kept += 1;
+        }
+        self.rows.truncate(kept * n);
+        self.b.truncate(kept);
+        self.row_barrier.truncate(kept);
     }
 
     /// Filters `u_ref` at `q` (previous command `u_prev`) into `u`. The QP is first solved with
@@ -252,191 +713,225 @@ impl CbfFilter {
         u_ref: &[f64],
         u: &mut [f64],
     ) -> Result<FilterReport, QpError> {
-        let n = self.chain.dof();
-        let qp = self.build(q, u_prev, u_ref, false);
-        let (sol, slack) = match qp.solve() {
-            Ok(sol) => (sol, 0.0),
+        let n = self.n;
+        for (name, v) in [("q", q), ("u_prev", u_prev), ("u_ref", u_ref)] {
+            if v.len() != n {
+                return Err(QpError::Input(format!(
+                    "{name} has {} entries, the chain has {n} joints",
+                    v.len()
+                )));
+            }
+        }
+        if u.len() != n {
+            return Err(QpError::Input(format!(
+                "the output has {} entries, the chain has {n} joints",
+                u.len()
+            )));
+        }
+        let min_clearance_m = self.build(q, u_prev, u_ref);
+        let rows_built = self.b.len();
+        if self.cfg.prune_rows {
+            self.prune();
+        }
+        self.active.clear();
+        let mut report = FilterReport {
+            slack: 0.0,
+            rows_built,
+            rows: self.b.len(),
+            iterations: 0,
+            path: SolvePath::ClosedForm,
+            accel_relaxed: false,
+            min_clearance_m,
+        };
+        // Closed form: the box alone is separable (W is diagonal), so its solution is the
+        // clamped reference; if that satisfies every row it is the solution.
+        for i in 0..n {
+            self.x[i] = u_ref[i].clamp(self.lo[i], self.hi[i]);
+        }
+        let rows_hold = (0..self.b.len()).all(|r| {
+            let a = &self.rows[r * n..(r + 1) * n];
+            let ax: f64 = a.iter().zip(&self.x).map(|(a, x)| a * x).sum();
+            ax >= self.b[r]
+        });
+        if rows_hold {
+            self.mark_box_active(u_ref);
+            u.copy_from_slice(&self.x[..n]);
+            return Ok(report);
+        }
+        report.path = SolvePath::ActiveSet;
+        let hard = Problem {
+            weights: &self.weights,
+            reference: &self.reference,
+            lo: &self.lo,
+            hi: &self.hi,
+            rows: &self.rows,
+            b: &self.b,
+        };
+        match self.solver.solve(&hard, &mut self.x[..n]) {
+            Ok(stats) => {
+                report.iterations = stats.iterations;
+                self.mark_active(n);
+                u.copy_from_slice(&self.x[..n]);
+                return Ok(report);
+            }
+            Err(QpError::Infeasible) => {}
+            Err(QpError::Solver(_) | QpError::Input(_)) => return self.clarabel(u, report),
+        }
+        // Safety before smoothness: widen the acceleration box (velocity and position limits
+        // stay) before any row is relaxed.
+        if self.cfg.accel_relax_factor > 1.0 {
+            report.accel_relaxed = true;
+            self.lo.copy_from_slice(&self.lo_relaxed);
+            self.hi.copy_from_slice(&self.hi_relaxed);
+            let relaxed = Problem {
+                weights: &self.weights,
+                reference: &self.reference,
+                lo: &self.lo,
+                hi: &self.hi,
+                rows: &self.rows,
+                b: &self.b,
+            };
+            match self.solver.solve(&relaxed, &mut self.x[..n]) {
+                Ok(stats) => {
+                    report.iterations += stats.iterations;
+                    self.mark_active(n);
+                    u.copy_from_slice(&self.x[..n]);
+                    return Ok(report);
+                }
+                Err(QpError::Infeasible) => {}
+                Err(QpError::Solver(_) | QpError::Input(_)) => return self.clarabel(u, report),
+            }
+        }
+        // Soft form: one more variable s ≥ 0 with cost w_s (½ s² + s), added to every row.
+        self.weights.push(self.cfg.slack_weight);
+        self.reference.push(-1.0);
+        self.lo.push(0.0);
+        self.hi.push(1e9);
+        self.soft_rows.clear();
+        for r in 0..self.b.len() {
+            self.soft_rows
+                .extend_from_slice(&self.rows[r * n..(r + 1) * n]);
+            self.soft_rows.push(1.0);
+        }
+        let soft = Problem {
+            weights: &self.weights,
+            reference: &self.reference,
+            lo: &self.lo,
+            hi: &self.hi,
+            rows: &self.soft_rows,
+            b: &self.b,
+        };
+        let result = self.solver.solve(&soft, &mut self.x[..n + 1]);
+        self.weights.truncate(n);
+        self.reference.truncate(n);
+        self.lo.truncate(n);
+        self.hi.truncate(n);
+        match result {
+            Ok(stats) => {
+                report.iterations += stats.iterations;
+                report.slack = self.x[n];
+                self.mark_active(n + 1);
+                u.copy_from_slice(&self.x[..n]);
+                Ok(report)
+            }
+            Err(QpError::Infeasible) => Err(QpError::Infeasible),
+            Err(QpError::Solver(_) | QpError::Input(_)) => self.clarabel(u, report),
+        }
+    }
+
+    /// Joint barriers whose bound clips the reference.
+    fn mark_box_active(&mut self, u_ref: &[f64]) {
+        for i in 0..self.n {
+            if u_ref[i] < self.lo[i] {
+                self.active.push(Barrier::JointLower(i));
+            } else if u_ref[i] > self.hi[i] {
+                self.active.push(Barrier::JointUpper(i));
+            }
+        }
+    }
+
+    /// Barriers of the active set after an active-set solve with `nv` variables.
+    fn mark_active(&mut self, nv: usize) {
+        for (k, lambda) in self.solver.active() {
+            if lambda <= 0.0 {
+                continue;
+            }
+            let barrier = if k < self.n {
+                Barrier::JointLower(k)
+            } else if k < nv {
+                continue; // the slack's own bound
+            } else if k < nv + self.n {
+                Barrier::JointUpper(k - nv)
+            } else if k < 2 * nv {
+                continue;
+            } else {
+                self.row_barrier[k - 2 * nv]
+            };
+            self.active.push(barrier);
+        }
+    }
+
+    /// The hard QP of the last step as a [`DenseQp`] (after pruning when it is on), to check the
+    /// filter against clarabel. Allocates; not for the control loop.
+    pub fn last_qp(&self) -> DenseQp {
+        let n = self.n;
+        let w = &self.cfg.weights;
+        DenseQp {
+            p_diag: w.clone(),
+            q: w.iter().zip(&self.reference).map(|(w, r)| -w * r).collect(),
+            rows: (0..self.b.len())
+                .map(|r| (self.rows[r * n..(r + 1) * n].to_vec(), self.b[r]))
+                .collect(),
+            lo: self.lo[..n].to_vec(),
+            hi: self.hi[..n].to_vec(),
+        }
+    }
+
+    /// Solves the pruned QP with clarabel (allocates; only used if the active set fails).
+    fn clarabel(
+        &mut self,
+        u: &mut [f64],
+        mut report: FilterReport,
+    ) -> Result<FilterReport, QpError> {
+        let n = self.n;
+        report.path = SolvePath::Clarabel;
+        let dense = |with_slack: bool| -> DenseQp {
+            let extra: &[f64] = if with_slack { &[1.0] } else { &[] };
+            let w = &self.cfg.weights;
+            let mut p_diag = w.clone();
+            let mut q: Vec<f64> = w.iter().zip(&self.reference).map(|(w, r)| -w * r).collect();
+            let (mut lo, mut hi) = (self.lo[..n].to_vec(), self.hi[..n].to_vec());
+            if with_slack {
+                p_diag.push(self.cfg.slack_weight);
+                q.push(self.cfg.slack_weight);
+                lo.push(0.0);
+                hi.push(1e9);
+            }
+            DenseQp {
+                p_diag,
+                q,
+                rows: (0..self.b.len())
+                    .map(|r| {
+                        let mut a = self.rows[r * n..(r + 1) * n].to_vec();
+                        a.extend_from_slice(extra);
+                        (a, self.b[r])
+                    })
+                    .collect(),
+                lo,
+                hi,
+            }
+        };
+        let sol = match dense(false).solve() {
+            Ok(sol) => sol,
             Err(QpError::Infeasible) => {
-                let qp = self.build(q, u_prev, u_ref, true);
-                let sol = qp.solve()?;
-                let slack = sol.x[n];
-                (sol, slack)
+                let sol = dense(true).solve()?;
+                report.slack = sol.x[n];
+                sol
             }
             Err(e) => return Err(e),
         };
-        for (o, x) in u.iter_mut().zip(&sol.x) {
-            *o = *x;
-        }
-        Ok(FilterReport {
-            slack,
-            rows: qp.rows.len(),
-            iterations: sol.iterations,
-        })
-    }
-
-    fn build(&mut self, q: &[f64], u_prev: &[f64], u_ref: &[f64], with_slack: bool) -> DenseQp {
-        let n = self.chain.dof();
-        self.chain.forward(q, &mut self.frames);
-        self.chain.jacobian(&self.frames, &mut self.jac);
-        self.gains.used.clear();
-        // Gains first (they need &mut self), from closing speeds under the previous command.
-        let mut joint_alpha = Vec::with_capacity(2 * n);
-        let pad = self.cfg.joint_padding_rad;
-        for i in 0..n {
-            let (lo, hi, brake) = (
-                self.chain.joints[i].lower,
-                self.chain.joints[i].upper,
-                self.cfg.max_accel_rad_s2[i],
-            );
-            let a_lo = self
-                .gains
-                .get(Barrier::JointLower(i), q[i] - (lo + pad), -u_prev[i], brake);
-            let a_hi = self
-                .gains
-                .get(Barrier::JointUpper(i), (hi - pad) - q[i], u_prev[i], brake);
-            joint_alpha.push((a_lo, a_hi));
-        }
-        let p = Point3::from(self.frames[n].translation.vector);
-        let v: Vector3<f64> = (0..n).fold(Vector3::zeros(), |acc, i| {
-            acc + Vector3::new(self.jac[(0, i)], self.jac[(1, i)], self.jac[(2, i)]) * u_prev[i]
-        });
-        let brake = self.cfg.cartesian_brake_m_s2;
-        let mut ws_alpha = [(0.0, 0.0); 3];
-        for (k, wa) in ws_alpha.iter_mut().enumerate() {
-            let (wmin, wmax) = (self.cfg.workspace_min[k], self.cfg.workspace_max[k]);
-            *wa = (
-                self.gains
-                    .get(Barrier::WorkspaceMin(k), p[k] - wmin, -v[k], brake),
-                self.gains
-                    .get(Barrier::WorkspaceMax(k), wmax - p[k], v[k], brake),
-            );
-        }
-        let cfg = &self.cfg;
-        let extra = usize::from(with_slack);
-        let slack_col: &[f64] = if with_slack { &[1.0] } else { &[] };
-        let mut qp = DenseQp {
-            p_diag: cfg
-                .weights
-                .iter()
-                .copied()
-                .chain(slack_col.iter().map(|_| cfg.slack_weight))
-                .collect(),
-            q: cfg
-                .weights
-                .iter()
-                .zip(u_ref)
-                .map(|(w, r)| -w * r)
-                .chain(slack_col.iter().map(|_| cfg.slack_weight))
-                .collect(),
-            rows: Vec::new(),
-            lo: vec![0.0; n + extra],
-            hi: vec![0.0; n + extra],
-        };
-        // Hard box: velocity ∩ position barrier, then the acceleration box where compatible.
-        for (i, j) in self.chain.joints.iter().enumerate() {
-            let v = cfg.max_velocity_rad_s[i];
-            let (a_lo, a_hi) = joint_alpha[i];
-            let l1 = (-v).max(-a_lo * (q[i] - (j.lower + pad)));
-            let h1 = v.min(a_hi * ((j.upper - pad) - q[i]));
-            let (l1, h1) = if l1 <= h1 { (l1, h1) } else { (h1, h1) };
-            let da = cfg.max_accel_rad_s2[i] * cfg.dt_s;
-            let (l2, h2) = (u_prev[i] - da, u_prev[i] + da);
-            let (lo, hi) = if l2.max(l1) <= h2.min(h1) {
-                (l2.max(l1), h2.min(h1))
-            } else if l2 > h1 {
-                (h1, h1)
-            } else {
-                (l1, l1)
-            };
-            qp.lo[i] = lo;
-            qp.hi[i] = hi;
-        }
-        if with_slack {
-            qp.lo[n] = 0.0;
-            qp.hi[n] = 1e9;
-        }
-        // Workspace rows on the TCP: ±J_v[k] u (+ s) ≥ −α h.
-        for (k, (a_min, a_max)) in ws_alpha.iter().enumerate() {
-            let h_min = p[k] - cfg.workspace_min[k];
-            let h_max = cfg.workspace_max[k] - p[k];
-            let row = |sign: f64| -> Vec<f64> {
-                (0..n)
-                    .map(|i| sign * self.jac[(k, i)])
-                    .chain(slack_col.iter().copied())
-                    .collect()
-            };
-            qp.rows.push((row(1.0), -a_min * h_min));
-            qp.rows.push((row(-1.0), -a_max * h_max));
-        }
-        // Obstacle rows: h = ‖c − o‖² − (r_s + r_o)², ∂h/∂q = 2 (c − o)ᵀ J_c. The gain uses the
-        // clearance δ = ‖c − o‖ − r and its closing speed.
-        for (si, s) in self.chain.spheres.iter().enumerate() {
-            let Some(ji) = s.joint.filter(|j| *j >= cfg.first_obstacle_joint) else {
-                continue;
-            };
-            let c = self.frames[ji] * s.center_in_frame;
-            self.chain
-                .jacobian_of_point(&self.frames, ji, &c, &mut self.jac);
-            let vc: Vector3<f64> = (0..n).fold(Vector3::zeros(), |acc, i| {
-                acc + Vector3::new(self.jac[(0, i)], self.jac[(1, i)], self.jac[(2, i)]) * u_prev[i]
-            });
-            for (oi, (oc, orad)) in cfg.obstacles.iter().enumerate() {
-                let d = c - oc;
-                let r = s.radius + orad;
-                let dist = d.norm().max(1e-9);
-                let closing = -d.dot(&vc) / dist;
-                let a = self
-                    .gains
-                    .get(Barrier::Obstacle(si, oi), dist - r, closing, brake);
-                let h = d.norm_squared() - r * r;
-                let row: Vec<f64> = (0..n)
-                    .map(|i| {
-                        2.0 * (d.x * self.jac[(0, i)]
-                            + d.y * self.jac[(1, i)]
-                            + d.z * self.jac[(2, i)])
-                    })
-                    .chain(slack_col.iter().copied())
-                    .collect();
-                qp.rows.push((row, -a * h));
-            }
-        }
-        // Self-collision rows: h = ‖c_a − c_b‖² − (r_a + r_b)², ∂h/∂q = 2 (c_a − c_b)ᵀ (J_a − J_b).
-        for &(sa, sb) in &cfg.self_pairs {
-            let (ca, ra) = self.sphere_at(sa);
-            let (cb, rb) = self.sphere_at(sb);
-            let point_velocity_rows = |chain: &Chain,
-                                       frames: &[nalgebra::Isometry3<f64>],
-                                       jac: &mut Matrix6xX<f64>,
-                                       idx: usize,
-                                       c: &Point3<f64>| {
-                match chain.spheres[idx].joint {
-                    Some(j) => chain.jacobian_of_point(frames, j, c, jac),
-                    None => jac.fill(0.0),
-                }
-            };
-            point_velocity_rows(&self.chain, &self.frames, &mut self.jac, sa, &ca);
-            point_velocity_rows(&self.chain, &self.frames, &mut self.jac_b, sb, &cb);
-            let d = ca - cb;
-            let r = ra + rb;
-            let dist = d.norm().max(1e-9);
-            self.jac -= &self.jac_b; // relative point Jacobian J_a − J_b
-            let ja = &self.jac;
-            let rel = |i: usize| Vector3::new(ja[(0, i)], ja[(1, i)], ja[(2, i)]);
-            let vrel: Vector3<f64> =
-                (0..n).fold(Vector3::zeros(), |acc, i| acc + rel(i) * u_prev[i]);
-            let a = self.gains.get(
-                Barrier::SelfCollision(sa, sb),
-                dist - r,
-                -d.dot(&vrel) / dist,
-                brake,
-            );
-            let h = d.norm_squared() - r * r;
-            let row: Vec<f64> = (0..n)
-                .map(|i| 2.0 * d.dot(&rel(i)))
-                .chain(slack_col.iter().copied())
-                .collect();
-            qp.rows.push((row, -a * h));
-        }
-        qp
+        report.iterations = sol.iterations as usize;
+        u.copy_from_slice(&sol.x[..n]);
+        Ok(report)
     }
 }

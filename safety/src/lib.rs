@@ -1,11 +1,15 @@
 //! URDF kinematics, CBF-QP safety filter, online gain tuning, watchdog logic.
 //!
-//! So far: serial-chain kinematics from a URDF (forward kinematics, geometric Jacobian,
-//! collision spheres), damped-least-squares differential IK, and a first CBF-QP filter
-//! (joint limits, velocity and acceleration boxes, workspace box, sphere obstacles) solved with
-//! clarabel, and the fail-safe watchdog logic. The structured fast path, self-collision pairs,
-//! the online gain tuner and the node come with the rest of issue 4.
+//! - [`kinematics`]: serial-chain kinematics from a URDF (forward kinematics, geometric
+//!   Jacobian, collision spheres) and damped-least-squares differential IK;
+//! - [`cbf`]: the CBF-QP filter (joint, velocity and acceleration boxes, workspace box,
+//!   orientation cone, static and dynamic sphere obstacles, self-collision pairs) with online
+//!   gains ([`cbf::GainTuner`]), row pruning and a closed-form path;
+//! - [`active_set`]: the allocation-free dense QP solver it uses, [`qp`]: the clarabel
+//!   reference and fallback;
+//! - [`watchdog`]: the fail-safe logic (stale inputs, NaN, QP failures, e-stop).
 
+pub mod active_set;
 pub mod cbf;
 mod error;
 pub mod kinematics;

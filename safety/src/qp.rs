@@ -22,6 +22,8 @@ pub enum QpError {
     Infeasible,
     #[error("QP solver: {0}")]
     Solver(String),
+    #[error("filter input: {0}")]
+    Input(String),
 }
 
 /// A dense QP in the form above. `rows` holds `(a, b)` with `a.len() == n`.
