@@ -75,14 +75,14 @@ def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
     rft("launch", "launch/sim_dry_run.toml", "--set", "duration_s=1.5", "--set", f"runs_dir=\"{tmp_path}\"",
         timeout=60)
     (run_dir,) = list(tmp_path.iterdir())
-    assert (run_dir / "launch.toml").read_text().count("[[nodes]]") == 4
+    assert (run_dir / "launch.toml").read_text().count("[[nodes]]") == 5
     header, msgs = read_all(run_dir / "events.mcap")
     topics = {}
     for schema, channel, message in msgs:
         msg = typestore.deserialize_cdr(message.data, schema.name)
         topics.setdefault(channel.topic, []).append(msg)
-    assert set(topics) == {"/joint_states", "/joint_velocity_cmd", "/camera/color/image_raw",
-                           "/camera/color/camera_info"}
+    assert set(topics) == {"/joint_states", "/joint_velocity_cmd", "/gripper_cmd", "/rft/action",
+                           "/rft/safety", "/camera/color/image_raw", "/camera/color/camera_info"}
     js = topics["/joint_states"]
     assert len(js) >= 100  # 100 Hz for 1.5 s
     assert all(len(m.position) == 7 for m in js)
@@ -90,7 +90,14 @@ def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
     assert not np.allclose(js[0].position, js[-1].position)
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in js]
     assert stamps == sorted(stamps)
-    # The commander's last message is the final zero command.
+    # The safety filter commanded the arm: one command per joint state, the last one zero.
+    assert abs(len(topics["/joint_velocity_cmd"]) - len(js)) <= 2
     assert np.all(topics["/joint_velocity_cmd"][-1].data == 0.0)
+    # Its status: running (OK or limiting) until the final stop, no e-stop or fault.
+    status = topics["/rft/safety"]
+    assert len(status) >= 20  # 20 Hz for 1.5 s
+    assert all(m.state in (0, 1) and m.reason == "" for m in status[:-1])
+    assert all(len(m.alpha) == len(m.active_constraints) for m in status)
+    assert all(0.0 < m.min_distance_m < 10.0 for m in status[:-1])
     img = topics["/camera/color/image_raw"][0]
     assert (img.width, img.height, len(img.data)) == (128, 128, 128 * 128 * 3)

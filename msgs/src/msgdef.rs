@@ -103,6 +103,10 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
         include_str!("../msg/SafetyStatus.msg"),
     ),
     ("rft_msgs/msg/Metric", include_str!("../msg/Metric.msg")),
+    (
+        "rft_msgs/msg/Obstacles",
+        include_str!("../msg/Obstacles.msg"),
+    ),
 ];
 
 /// How many elements a field holds.

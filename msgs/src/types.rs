@@ -303,6 +303,14 @@ pub struct SafetyStatus {
     pub min_distance_m: f32,
 }
 
+/// rft_msgs/Obstacles: sphere obstacles for the safety filter, in the base frame.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Obstacles {
+    pub header: Header,
+    pub centers: Vec<Point>,
+    pub radii: Vec<f64>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Metric {
     pub header: Header,
@@ -337,6 +345,7 @@ message!(PolicyUpdate, "rft_msgs/msg/PolicyUpdate");
 message!(EpisodePhase, "rft_msgs/msg/EpisodePhase");
 message!(SafetyStatus, "rft_msgs/msg/SafetyStatus");
 message!(Metric, "rft_msgs/msg/Metric");
+message!(Obstacles, "rft_msgs/msg/Obstacles");
 
 /// Calls `$m!(Type)` for every message type, so a list of all of them lives in one place.
 #[macro_export]
@@ -368,5 +377,6 @@ macro_rules! for_each_message {
         $m!($crate::types::EpisodePhase);
         $m!($crate::types::SafetyStatus);
         $m!($crate::types::Metric);
+        $m!($crate::types::Obstacles);
     };
 }

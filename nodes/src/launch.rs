@@ -258,13 +258,14 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
                     .map_err(|reason| err(&k(&format!("remap.\"{from}\"")), reason))?;
             }
         }
-        let params = NodeParams::parse(&n.kind, &n.params).map_err(|(key, reason)| {
+        let mut params = NodeParams::parse(&n.kind, &n.params).map_err(|(key, reason)| {
             if key.is_empty() {
                 err(&k("kind"), reason)
             } else {
                 err(&k(&format!("params.{key}")), reason)
             }
         })?;
+        params.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         params
             .validate()
             .map_err(|(key, reason)| err(&k(&format!("params.{key}")), reason))?;

@@ -126,7 +126,16 @@ pub struct StepCtx<'a> {
     shutdown: &'a Shutdown,
 }
 
-impl StepCtx<'_> {
+impl<'a> StepCtx<'a> {
+    /// A context for driving a node by hand (tests, tools); the runtime makes its own.
+    pub fn new(now: Time, clock: &'a Clock, shutdown: &'a Shutdown) -> Self {
+        Self {
+            now,
+            clock,
+            shutdown,
+        }
+    }
+
     /// Asks the whole runtime to stop (e.g. a node finished its job).
     pub fn request_shutdown(&self, reason: &str) {
         self.shutdown.trigger(reason);

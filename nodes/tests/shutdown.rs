@@ -35,6 +35,7 @@ fn stopping_the_runtime_sends_a_final_zero_command_in_process() {
                 joints: 7,
                 amplitude_rad_s: 0.5,
                 frequency_hz: 1.0,
+                output: Default::default(),
             };
             rt.add(
                 Box::new(JointSine::new(name.into(), p, period, &h).unwrap()),

@@ -83,6 +83,7 @@ fn filter(prune: bool) -> CbfFilter {
         cartesian_brake_m_s2: 2.0,
         orientation_cone: None,
         max_dynamic_obstacles: 0,
+        soft_rows: true,
         accel_relax_factor: 3.0,
         prune_rows: prune,
     };
@@ -161,7 +162,10 @@ fn percentiles(name: &str, f: &mut CbfFilter, states: &[State]) {
         reports.push(r);
     }
     let per_step = allocated as f64 / states.len() as f64;
-    let clarabel = reports.iter().filter(|r| r.path == SolvePath::Clarabel).count();
+    let clarabel = reports
+        .iter()
+        .filter(|r| r.path == SolvePath::Clarabel)
+        .count();
     let relaxed = reports.iter().filter(|r| r.accel_relaxed).count();
     let slack = reports.iter().filter(|r| r.slack > 0.0).count();
     for r in &reports {

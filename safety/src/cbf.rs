@@ -65,6 +65,9 @@ pub struct CbfConfig {
     /// it off) before the soft rows get their slack: keeping the safe set comes before keeping
     /// the acceleration limit.
     pub accel_relax_factor: f64,
+    /// Give the rows other than the joint box a slack when the QP is infeasible (default). When
+    /// false, an infeasible QP is an error and the caller stops the robot instead.
+    pub soft_rows: bool,
     /// Leave out of the QP the rows the box already implies (exact; off only to measure the
     /// worst case).
     pub prune_rows: bool,
@@ -131,6 +134,10 @@ pub enum Barrier {
     DynamicObstacle(usize, usize),
     /// The tool-axis cone; h is the angle margin in radians.
     OrientationCone,
+    /// Not barriers but limits that can bind the box: a joint's velocity limit and its
+    /// acceleration limit (reported as active constraints; no α).
+    VelocityLimit(usize),
+    AccelLimit(usize),
     /// (robot sphere, robot sphere); h is the signed clearance in metres.
     SelfCollision(usize, usize),
 }
@@ -178,6 +185,8 @@ impl std::fmt::Display for Barrier {
             Barrier::DynamicObstacle(s, o) => write!(f, "dynamic_obstacle[{o}]/sphere[{s}]"),
             Barrier::SelfCollision(a, b) => write!(f, "self[{a},{b}]"),
             Barrier::OrientationCone => write!(f, "orientation_cone"),
+            Barrier::VelocityLimit(i) => write!(f, "velocity_limit[{i}]"),
+            Barrier::AccelLimit(i) => write!(f, "accel_limit[{i}]"),
         }
     }
 }
@@ -274,6 +283,10 @@ pub struct CbfFilter {
     /// The box with the acceleration limit widened by `accel_relax_factor`.
     lo_relaxed: Vec<f64>,
     hi_relaxed: Vec<f64>,
+    /// What each box bound comes from: the position barrier, the velocity or the acceleration
+    /// limit.
+    lo_src: Vec<Barrier>,
+    hi_src: Vec<Barrier>,
     rows: Vec<f64>,
     b: Vec<f64>,
     row_barrier: Vec<Barrier>,
@@ -286,14 +299,15 @@ pub struct CbfFilter {
 
 /// The velocity/position box [l1, h1] intersected with the acceleration box u_prev ± da; where
 /// they do not meet, the position barrier wins (the joint limit is never crossed).
-fn accel_box(l1: f64, h1: f64, u_prev: f64, da: f64) -> (f64, f64) {
+/// Also says whether each bound is the acceleration limit's.
+fn accel_box(l1: f64, h1: f64, u_prev: f64, da: f64) -> (f64, f64, bool, bool) {
     let (l2, h2) = (u_prev - da, u_prev + da);
     if l2.max(l1) <= h2.min(h1) {
-        (l2.max(l1), h2.min(h1))
+        (l2.max(l1), h2.min(h1), l2 > l1, h2 < h1)
     } else if l2 > h1 {
-        (h1, h1)
+        (h1, h1, false, false)
     } else {
-        (l1, l1)
+        (l1, l1, false, false)
     }
 }
 
@@ -333,6 +347,8 @@ impl CbfFilter {
             hi: Vec::with_capacity(n + 1),
             lo_relaxed: Vec::with_capacity(n),
             hi_relaxed: Vec::with_capacity(n),
+            lo_src: Vec::with_capacity(n),
+            hi_src: Vec::with_capacity(n),
             rows: Vec::with_capacity(rows * n),
             b: Vec::with_capacity(rows),
             row_barrier: Vec::with_capacity(rows),
@@ -556,6 +572,8 @@ impl CbfFilter {
         self.hi.clear();
         self.lo_relaxed.clear();
         self.hi_relaxed.clear();
+        self.lo_src.clear();
+        self.hi_src.clear();
         // Hard box: velocity ∩ position barrier, then the acceleration box where compatible.
         let pad = self.cfg.joint_padding_rad;
         for i in 0..n {
@@ -573,10 +591,24 @@ impl CbfFilter {
             let h1 = v.min(a_hi * h_hi);
             let (l1, h1) = if l1 <= h1 { (l1, h1) } else { (h1, h1) };
             let da = brake * self.cfg.dt_s;
-            let (lo, hi) = accel_box(l1, h1, u_prev[i], da);
+            let (lo, hi, lo_accel, hi_accel) = accel_box(l1, h1, u_prev[i], da);
             self.lo.push(lo);
             self.hi.push(hi);
-            let (lo, hi) = accel_box(l1, h1, u_prev[i], da * self.cfg.accel_relax_factor);
+            self.lo_src.push(if lo_accel {
+                Barrier::AccelLimit(i)
+            } else if -a_lo * h_lo > -v {
+                Barrier::JointLower(i)
+            } else {
+                Barrier::VelocityLimit(i)
+            });
+            self.hi_src.push(if hi_accel {
+                Barrier::AccelLimit(i)
+            } else if a_hi * h_hi < v {
+                Barrier::JointUpper(i)
+            } else {
+                Barrier::VelocityLimit(i)
+            });
+            let (lo, hi, _, _) = accel_box(l1, h1, u_prev[i], da * self.cfg.accel_relax_factor);
             self.lo_relaxed.push(lo);
             self.hi_relaxed.push(hi);
         }
@@ -802,6 +834,9 @@ impl CbfFilter {
                 Err(QpError::Solver(_) | QpError::Input(_)) => return self.clarabel(u, report),
             }
         }
+        if !self.cfg.soft_rows {
+            return Err(QpError::Infeasible);
+        }
         // Soft form: one more variable s ≥ 0 with cost w_s (½ s² + s), added to every row.
         self.weights.push(self.cfg.slack_weight);
         self.reference.push(-1.0);
@@ -839,13 +874,13 @@ impl CbfFilter {
         }
     }
 
-    /// Joint barriers whose bound clips the reference.
+    /// Box bounds that clip the reference.
     fn mark_box_active(&mut self, u_ref: &[f64]) {
         for i in 0..self.n {
             if u_ref[i] < self.lo[i] {
-                self.active.push(Barrier::JointLower(i));
+                self.active.push(self.lo_src[i]);
             } else if u_ref[i] > self.hi[i] {
-                self.active.push(Barrier::JointUpper(i));
+                self.active.push(self.hi_src[i]);
             }
         }
     }
@@ -857,11 +892,11 @@ impl CbfFilter {
                 continue;
             }
             let barrier = if k < self.n {
-                Barrier::JointLower(k)
+                self.lo_src[k]
             } else if k < nv {
                 continue; // the slack's own bound
             } else if k < nv + self.n {
-                Barrier::JointUpper(k - nv)
+                self.hi_src[k - nv]
             } else if k < 2 * nv {
                 continue;
             } else {

@@ -103,8 +103,15 @@ fn a_filter_step_allocates_nothing_on_any_path() {
         q[1] += 0.01;
         q[3] += 0.01;
     }
-    let low: Vec<String> = hs.iter().filter(|(_, h)| *h < 0.0).map(|(b, h)| format!("{b}={h:.3}")).collect();
-    assert!(hs.iter().any(|(_, h)| *h < -0.03), "the start is outside the safe set: {low:?} q={q:?}");
+    let low: Vec<String> = hs
+        .iter()
+        .filter(|(_, h)| *h < 0.0)
+        .map(|(b, h)| format!("{b}={h:.3}"))
+        .collect();
+    assert!(
+        hs.iter().any(|(_, h)| *h < -0.03),
+        "the start is outside the safe set: {low:?} q={q:?}"
+    );
     f.chain().forward(&q, &mut frames);
     f.chain().jacobian(&frames, &mut jac);
     let out = jac.transpose() * DVector::from_row_slice(&[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
@@ -123,7 +130,10 @@ fn a_filter_step_allocates_nothing_on_any_path() {
         }
     }
     assert_eq!(slack_steps, 3);
-    assert_eq!(allocating_steps, 0, "{allocating_steps} of {steps} steps allocated");
+    assert_eq!(
+        allocating_steps, 0,
+        "{allocating_steps} of {steps} steps allocated"
+    );
     assert_eq!(paths[SolvePath::Clarabel as usize], 0);
     assert!(
         paths[SolvePath::ClosedForm as usize] > 0 && paths[SolvePath::ActiveSet as usize] > 0,

@@ -384,6 +384,9 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
                     }
                     Barrier::OrientationCone => worst_cone = worst_cone.min(*h),
                     Barrier::SelfCollision(..) => worst_self = worst_self.min(*h),
+                    Barrier::VelocityLimit(_) | Barrier::AccelLimit(_) => {
+                        unreachable!("limits are not barrier values")
+                    }
                 }
             }
         }

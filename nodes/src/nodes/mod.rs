@@ -3,6 +3,7 @@
 mod joint_sine;
 mod kinematic_arm;
 mod recorder;
+mod safety_filter;
 mod test_camera;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 pub use joint_sine::{JointSine, JointSineParams};
 pub use kinematic_arm::{KinematicArm, KinematicArmParams};
 pub use recorder::{Recorder, RecorderParams};
+pub use safety_filter::{SafetyCounts, SafetyFilter, SafetyFilterParams};
 pub use test_camera::{TestCamera, TestCameraParams};
 
 use crate::bus::NodeHandle;
@@ -27,10 +29,17 @@ pub enum NodeParams {
     JointSine(JointSineParams),
     TestCamera(TestCameraParams),
     Recorder(RecorderParams),
+    SafetyFilter(Box<SafetyFilterParams>),
 }
 
 /// Node kinds, for error messages and `rft --help`.
-pub const KINDS: &[&str] = &["kinematic_arm", "joint_sine", "test_camera", "recorder"];
+pub const KINDS: &[&str] = &[
+    "kinematic_arm",
+    "joint_sine",
+    "test_camera",
+    "recorder",
+    "safety_filter",
+];
 
 fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
     serde_path_to_error::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
@@ -53,6 +62,7 @@ impl NodeParams {
             "joint_sine" => Self::JointSine(de(params)?),
             "test_camera" => Self::TestCamera(de(params)?),
             "recorder" => Self::Recorder(de(params)?),
+            "safety_filter" => Self::SafetyFilter(Box::new(de(params)?)),
             other => {
                 return Err((
                     String::new(),
@@ -72,6 +82,15 @@ impl NodeParams {
             Self::JointSine(p) => p.validate(),
             Self::TestCamera(p) => p.validate(),
             Self::Recorder(p) => p.validate(),
+            Self::SafetyFilter(p) => p.validate(),
+        }
+    }
+
+    /// Makes relative file paths in the parameters relative to `base` (the launch file's
+    /// directory).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Self::SafetyFilter(p) = self {
+            p.resolve_paths(base);
         }
     }
 
@@ -81,6 +100,8 @@ impl NodeParams {
             Self::JointSine(_) => 50.0,
             Self::TestCamera(_) => 10.0,
             Self::Recorder(_) => 20.0,
+            // Its timer only watches for joint states that stop; control runs on each state.
+            Self::SafetyFilter(_) => 100.0,
         }
     }
 
@@ -112,6 +133,9 @@ pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<B
         NodeParams::JointSine(p) => Box::new(JointSine::new(name, p.clone(), period, handle)?),
         NodeParams::TestCamera(p) => Box::new(TestCamera::new(name, p.clone(), period, handle)?),
         NodeParams::Recorder(p) => Box::new(Recorder::new(name, p.clone(), period, handle, ctx)?),
+        NodeParams::SafetyFilter(p) => {
+            Box::new(SafetyFilter::new(name, (**p).clone(), period, handle)?)
+        }
     })
 }
 

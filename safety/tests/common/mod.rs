@@ -52,6 +52,7 @@ pub fn config(chain: &Chain, extras: Extras) -> CbfConfig {
             brake_rad_s2: 5.0,
         }),
         max_dynamic_obstacles: 4,
+        soft_rows: true,
         accel_relax_factor: 3.0,
         prune_rows: extras.prune,
     }
