@@ -96,10 +96,27 @@ pub enum CbfError {
 /// Supplies the class-K gain α of each barrier at each step (the "online CBF" of issue 4).
 /// The default is [`BrakingRule`]; a learned tuner (an RL policy) implements the same trait.
 pub trait GainTuner: Send {
-    /// α for `barrier` whose value is `h` (clearance: rad or m), closing at `closing_speed`
-    /// (rad/s or m/s, ≥ 0; 0 when moving away), when the robot can brake at `brake` along it.
-    fn alpha(&mut self, barrier: Barrier, h: f64, closing_speed: f64, brake: f64) -> f64;
+    /// α for one barrier this step.
+    fn alpha(&mut self, input: &GainInput) -> f64;
 }
+
+/// What a [`GainTuner`] sees of one barrier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GainInput {
+    pub barrier: Barrier,
+    /// The barrier's clearance (rad for joints and the cone, m otherwise).
+    pub clearance: f64,
+    /// How fast the clearance shrinks under the previous command (≥ 0; 0 when moving away).
+    pub closing_speed: f64,
+    /// Deceleration the robot can be assumed to achieve along the barrier.
+    pub brake: f64,
+    /// Recent QP activity: an exponential average (time constant [`ACTIVITY_TAU_S`]) of
+    /// whether this barrier's constraint was active, in [0, 1].
+    pub activity: f64,
+}
+
+/// Time constant of [`GainInput::activity`].
+pub const ACTIVITY_TAU_S: f64 = 0.2;
 
 /// Deterministic rule: the barrier bound shrinks the allowed closing speed at rate α, which
 /// needs a deceleration α·v; keep it within a share of what the robot can brake:
@@ -115,8 +132,10 @@ pub struct BrakingRule {
 }
 
 impl GainTuner for BrakingRule {
-    fn alpha(&mut self, _barrier: Barrier, _h: f64, closing_speed: f64, brake: f64) -> f64 {
-        (self.margin * brake / closing_speed.max(self.min_speed))
+    /// Uses the closing speed and the braking capability; the clearance enters through the
+    /// constraint itself (closing speed ≤ α·h) and QP activity is left to learned tuners.
+    fn alpha(&mut self, input: &GainInput) -> f64 {
+        (self.margin * input.brake / input.closing_speed.max(self.min_speed))
             .clamp(self.alpha_min, self.alpha_max)
     }
 }
@@ -221,7 +240,8 @@ pub struct FilterReport {
     pub min_clearance_m: f64,
 }
 
-/// The α source of a filter and the gains it handed out in the last step.
+/// The α source of a filter, the gains it handed out in the last step, and each barrier's
+/// recent QP activity (by its position in the fixed barrier order).
 ///
 /// Tried and dropped: raising a tuned α so that a row's bound α·h never tightens faster than
 /// braking allows. It kept α high near the walls, the arm arrived too fast, and the tool
@@ -230,22 +250,50 @@ struct Gains {
     tuner: Option<Box<dyn GainTuner>>,
     fixed: f64,
     used: Vec<(Barrier, f64)>,
+    activity: Vec<f64>,
+    prev_used: Vec<(Barrier, f64)>,
+    prev_activity: Vec<f64>,
+    /// Per-step decay of the activity average.
+    decay: f64,
 }
 
 impl Gains {
     fn start_step(&mut self) {
+        std::mem::swap(&mut self.used, &mut self.prev_used);
+        std::mem::swap(&mut self.activity, &mut self.prev_activity);
         self.used.clear();
+        self.activity.clear();
     }
 
     /// α for `barrier`: `clearance` and `closing` (≥ 0 when approaching) feed the tuner, in
     /// units where the robot brakes at `brake`.
     fn get(&mut self, barrier: Barrier, clearance: f64, closing: f64, brake: f64) -> f64 {
+        let i = self.used.len();
+        let activity = match (self.prev_used.get(i), self.prev_activity.get(i)) {
+            (Some((b, _)), Some(a)) if *b == barrier => *a,
+            _ => 0.0,
+        };
         let a = match self.tuner.as_mut() {
-            Some(t) => t.alpha(barrier, clearance, closing.max(0.0), brake),
+            Some(t) => t.alpha(&GainInput {
+                barrier,
+                clearance,
+                closing_speed: closing.max(0.0),
+                brake,
+                activity,
+            }),
             None => self.fixed,
         };
         self.used.push((barrier, a));
+        self.activity.push(activity);
         a
+    }
+
+    /// Folds this step's active set into the activity averages.
+    fn update_activity(&mut self, active: &[Barrier]) {
+        for ((b, _), a) in self.used.iter().zip(self.activity.iter_mut()) {
+            let hit = if active.contains(b) { 1.0 } else { 0.0 };
+            *a = self.decay * *a + (1.0 - self.decay) * hit;
+        }
     }
 }
 
@@ -340,6 +388,10 @@ impl CbfFilter {
                 tuner: None,
                 fixed: cfg.alpha,
                 used: Vec::with_capacity(barriers),
+                activity: Vec::with_capacity(barriers),
+                prev_used: Vec::with_capacity(barriers),
+                prev_activity: Vec::with_capacity(barriers),
+                decay: (-cfg.dt_s / ACTIVITY_TAU_S).exp(),
             },
             weights: Vec::with_capacity(n + 1),
             reference: Vec::with_capacity(n + 1),
@@ -371,6 +423,11 @@ impl CbfFilter {
     /// fixed order: joints, workspace, cone, obstacles, self pairs.
     pub fn alphas(&self) -> &[(Barrier, f64)] {
         &self.gains.used
+    }
+
+    /// Recent QP activity of every barrier, in the order of [`Self::alphas`].
+    pub fn activity(&self) -> &[f64] {
+        &self.gains.activity
     }
 
     /// Barriers whose constraint was active at the last solution.
@@ -760,6 +817,19 @@ impl CbfFilter {
                 u.len()
             )));
         }
+        let result = self.solve_step(q, u_prev, u_ref, u);
+        self.gains.update_activity(&self.active);
+        result
+    }
+
+    fn solve_step(
+        &mut self,
+        q: &[f64],
+        u_prev: &[f64],
+        u_ref: &[f64],
+        u: &mut [f64],
+    ) -> Result<FilterReport, QpError> {
+        let n = self.n;
         let min_clearance_m = self.build(q, u_prev, u_ref);
         let rows_built = self.b.len();
         if self.cfg.prune_rows {

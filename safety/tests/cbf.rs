@@ -5,7 +5,9 @@ use nalgebra::{DVector, Matrix6xX, Point3, Vector3};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rft_safety::active_set::{ActiveSet, Problem};
-use rft_safety::cbf::{Barrier, BrakingRule, CbfFilter, GainTuner, SolvePath};
+use rft_safety::cbf::{
+    ACTIVITY_TAU_S, Barrier, BrakingRule, CbfFilter, GainInput, GainTuner, SolvePath,
+};
 use rft_safety::qp::{DenseQp, QpError, QpSolution};
 
 mod common;
@@ -211,12 +213,49 @@ fn pruning_and_the_closed_form_give_the_same_commands_as_clarabel_on_the_full_qp
 
 #[test]
 fn a_safe_reference_passes_unchanged() {
-    let mut f = filter();
+    // Random states across the safe set and random references; whenever the reference meets
+    // every constraint of the full QP (checked independently on the unpruned rows), the
+    // output is the reference.
+    let extras = Extras {
+        self_pairs: true,
+        cone: true,
+        prune: true,
+    };
+    let mut f = common::filter(extras);
+    let mut full = common::filter(Extras {
+        prune: false,
+        ..extras
+    });
     let mut rng = StdRng::seed_from_u64(2);
-    let mut u = [0.0; 7];
-    for _ in 0..200 {
-        let u_ref: Vec<f64> = (0..7).map(|_| rng.random_range(-0.05..0.05)).collect();
-        let r = f.filter(&READY, &u_ref, &u_ref, &mut u).unwrap();
+    let mut hs = Vec::new();
+    let (mut u, mut u_full) = ([0.0; 7], [0.0; 7]);
+    let (mut safe, mut unsafe_refs) = (0, 0);
+    while safe < 1000 {
+        let q: Vec<f64> = READY
+            .iter()
+            .map(|v| v + rng.random_range(-0.4..0.4))
+            .collect();
+        f.barriers(&q, &mut hs);
+        if hs.iter().any(|(_, h)| *h <= 0.0) {
+            continue;
+        }
+        let scale = rng.random_range(0.01..1.0);
+        let u_ref: Vec<f64> = f
+            .config()
+            .max_velocity_rad_s
+            .iter()
+            .map(|v| scale * rng.random_range(-v..*v))
+            .collect();
+        full.filter(&q, &u_ref, &u_ref, &mut u_full).unwrap();
+        let qp = full.last_qp();
+        let meets = |a: &[f64], b: f64| a.iter().zip(&u_ref).map(|(a, x)| a * x).sum::<f64>() >= b;
+        let in_box = (0..7).all(|i| qp.lo[i] <= u_ref[i] && u_ref[i] <= qp.hi[i]);
+        if !(in_box && qp.rows.iter().all(|(a, b)| meets(a, *b))) {
+            unsafe_refs += 1;
+            continue;
+        }
+        safe += 1;
+        let r = f.filter(&q, &u_ref, &u_ref, &mut u).unwrap();
         for i in 0..7 {
             assert!(
                 (u[i] - u_ref[i]).abs() < 1e-6,
@@ -227,6 +266,10 @@ fn a_safe_reference_passes_unchanged() {
         }
         assert!(r.slack < 1e-6);
     }
+    assert!(
+        unsafe_refs > 100,
+        "the references also included unsafe ones"
+    );
 }
 
 /// Commands that drive at joint limits, walls, obstacles and out of the orientation cone, as
@@ -481,14 +524,16 @@ fn the_braking_rule_lowers_alpha_when_closing_fast_and_is_bounded() {
         margin: 0.5,
         min_speed: 0.05,
     };
-    let b = Barrier::WorkspaceMin(0);
-    assert_eq!(
-        r.alpha(b, 0.2, 0.0, 2.0),
-        20.0,
-        "moving away: the fastest gain"
-    );
-    assert_eq!(r.alpha(b, 0.2, 0.5, 2.0), 2.0);
-    assert_eq!(r.alpha(b, 0.2, 100.0, 2.0), 0.5, "bounded below");
+    let input = |closing_speed: f64| GainInput {
+        barrier: Barrier::WorkspaceMin(0),
+        clearance: 0.2,
+        closing_speed,
+        brake: 2.0,
+        activity: 0.0,
+    };
+    assert_eq!(r.alpha(&input(0.0)), 20.0, "moving away: the fastest gain");
+    assert_eq!(r.alpha(&input(0.5)), 2.0);
+    assert_eq!(r.alpha(&input(100.0)), 0.5, "bounded below");
     let mut f = tuned_filter();
     let mut u = [0.0; 7];
     let fast = [0.0, 1.5, 0.0, 1.5, 0.0, 0.0, 0.0];
@@ -507,6 +552,65 @@ fn the_braking_rule_lowers_alpha_when_closing_fast_and_is_bounded() {
         f.alphas().iter().any(|(_, a)| *a < 20.0),
         "some barrier is being approached"
     );
+}
+
+/// A stand-in for a learned tuner: records what it is shown and answers from it.
+struct Recording {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<GainInput>>>,
+}
+
+impl GainTuner for Recording {
+    fn alpha(&mut self, input: &GainInput) -> f64 {
+        self.seen.lock().unwrap().push(*input);
+        // Slower near barriers that keep binding.
+        3.0 * (1.0 - 0.5 * input.activity)
+    }
+}
+
+#[test]
+fn a_pluggable_tuner_sees_clearance_closing_speed_and_recent_qp_activity() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut f = filter().with_tuner(Box::new(Recording { seen: seen.clone() }));
+    // Drive the tool down at the table (workspace_min.z) and keep pushing.
+    let mut q = READY.to_vec();
+    let mut u_prev = vec![0.0; 7];
+    let mut u = vec![0.0; 7];
+    let down = [0.0, 0.6, 0.0, -0.6, 0.0, 0.6, 0.0];
+    let mut steps_active = 0;
+    for _ in 0..1500 {
+        seen.lock().unwrap().clear();
+        f.filter(&q, &u_prev, &down, &mut u).unwrap();
+        steps_active += usize::from(!f.active_barriers().is_empty());
+        for i in 0..7 {
+            q[i] += u[i] * f.config().dt_s;
+        }
+        u_prev.copy_from_slice(&u);
+    }
+    assert!(steps_active > 500, "the push binds ({steps_active} steps)");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), f.alphas().len(), "one question per barrier");
+    // Something has been binding steadily for many time constants: activity near 1, and the
+    // tuner's answer reached the filter.
+    let busy = seen
+        .iter()
+        .zip(f.alphas())
+        .filter(|(i, _)| i.activity > 0.9)
+        .collect::<Vec<_>>();
+    assert!(!busy.is_empty(), "no barrier shows recent activity");
+    for (input, (barrier, alpha)) in busy {
+        assert_eq!(input.barrier, *barrier);
+        assert!((alpha - 3.0 * (1.0 - 0.5 * input.activity)).abs() < 1e-12);
+    }
+    drop(seen); // the tuner locks it on every step below
+    // Idle barriers decay: one time constant of freedom brings activity below e⁻¹.
+    let mut u_prev = u.clone();
+    let still = [0.0; 7];
+    let steps = (ACTIVITY_TAU_S / f.config().dt_s).ceil() as usize + 50;
+    for _ in 0..steps {
+        f.filter(&q, &u_prev, &still, &mut u).unwrap();
+        u_prev.copy_from_slice(&u);
+    }
+    assert!(f.activity().iter().all(|a| *a < 0.37), "{:?}", f.activity());
 }
 
 #[test]
