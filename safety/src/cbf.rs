@@ -721,31 +721,16 @@ impl CbfFilter {
                 continue;
             }
             let s = self.spheres[si];
-            for oi in 0..self.cfg.obstacles.len() {
-                let (oc, orad) = self.cfg.obstacles[oi];
+            let n_static = self.cfg.obstacles.len();
+            for k in 0..n_static + self.dynamic.len() {
+                let (barrier, (oc, orad)) = if k < n_static {
+                    (Barrier::Obstacle(si, k), self.cfg.obstacles[k])
+                } else {
+                    let d = k - n_static;
+                    (Barrier::DynamicObstacle(si, d), self.dynamic[d])
+                };
                 let r = s.radius + orad;
-                self.distance_row(
-                    Barrier::Obstacle(si, oi),
-                    s,
-                    oc,
-                    None,
-                    r,
-                    u_prev,
-                    &mut min_clearance,
-                );
-            }
-            for oi in 0..self.dynamic.len() {
-                let (oc, orad) = self.dynamic[oi];
-                let r = s.radius + orad;
-                self.distance_row(
-                    Barrier::DynamicObstacle(si, oi),
-                    s,
-                    oc,
-                    None,
-                    r,
-                    u_prev,
-                    &mut min_clearance,
-                );
+                self.distance_row(barrier, s, oc, None, r, u_prev, &mut min_clearance);
             }
         }
         // Self-collision rows: ∂h/∂q = 2 (c_a − c_b)ᵀ (J_a − J_b).
@@ -861,23 +846,10 @@ impl CbfFilter {
             return Ok(report);
         }
         report.path = SolvePath::ActiveSet;
-        let hard = Problem {
-            weights: &self.weights,
-            reference: &self.reference,
-            lo: &self.lo,
-            hi: &self.hi,
-            rows: &self.rows,
-            b: &self.b,
-        };
-        match self.solver.solve(&hard, &mut self.x[..n]) {
-            Ok(stats) => {
-                report.iterations = stats.iterations;
-                self.mark_active(n);
-                u.copy_from_slice(&self.x[..n]);
-                return Ok(report);
-            }
-            Err(QpError::Infeasible) => {}
-            Err(QpError::Solver(_) | QpError::Input(_)) => return self.clarabel(u, report),
+        match self.active_set(false, &mut report) {
+            Ok(true) => return self.done(u, report),
+            Ok(false) => {}
+            Err(_) => return self.clarabel(u, report),
         }
         // Safety before smoothness: widen the acceleration box (velocity and position limits
         // stay) before any row is relaxed.
@@ -885,23 +857,10 @@ impl CbfFilter {
             report.accel_relaxed = true;
             self.lo.copy_from_slice(&self.lo_relaxed);
             self.hi.copy_from_slice(&self.hi_relaxed);
-            let relaxed = Problem {
-                weights: &self.weights,
-                reference: &self.reference,
-                lo: &self.lo,
-                hi: &self.hi,
-                rows: &self.rows,
-                b: &self.b,
-            };
-            match self.solver.solve(&relaxed, &mut self.x[..n]) {
-                Ok(stats) => {
-                    report.iterations += stats.iterations;
-                    self.mark_active(n);
-                    u.copy_from_slice(&self.x[..n]);
-                    return Ok(report);
-                }
-                Err(QpError::Infeasible) => {}
-                Err(QpError::Solver(_) | QpError::Input(_)) => return self.clarabel(u, report),
+            match self.active_set(false, &mut report) {
+                Ok(true) => return self.done(u, report),
+                Ok(false) => {}
+                Err(_) => return self.clarabel(u, report),
             }
         }
         if !self.cfg.soft_rows {
@@ -918,30 +877,48 @@ impl CbfFilter {
                 .extend_from_slice(&self.rows[r * n..(r + 1) * n]);
             self.soft_rows.push(1.0);
         }
-        let soft = Problem {
-            weights: &self.weights,
-            reference: &self.reference,
-            lo: &self.lo,
-            hi: &self.hi,
-            rows: &self.soft_rows,
-            b: &self.b,
-        };
-        let result = self.solver.solve(&soft, &mut self.x[..n + 1]);
+        let result = self.active_set(true, &mut report);
         self.weights.truncate(n);
         self.reference.truncate(n);
         self.lo.truncate(n);
         self.hi.truncate(n);
         match result {
+            Ok(true) => self.done(u, report),
+            Ok(false) => Err(QpError::Infeasible),
+            Err(_) => self.clarabel(u, report),
+        }
+    }
+
+    /// Runs the active-set solver on the current box and rows (`soft`: with the slack
+    /// variable and `soft_rows`). Ok(false) when infeasible.
+    fn active_set(&mut self, soft: bool, report: &mut FilterReport) -> Result<bool, QpError> {
+        let nv = self.n + usize::from(soft);
+        let problem = Problem {
+            weights: &self.weights,
+            reference: &self.reference,
+            lo: &self.lo,
+            hi: &self.hi,
+            rows: if soft { &self.soft_rows } else { &self.rows },
+            b: &self.b,
+        };
+        match self.solver.solve(&problem, &mut self.x[..nv]) {
             Ok(stats) => {
                 report.iterations += stats.iterations;
-                report.slack = self.x[n];
-                self.mark_active(n + 1);
-                u.copy_from_slice(&self.x[..n]);
-                Ok(report)
+                if soft {
+                    report.slack = self.x[self.n];
+                }
+                self.mark_active(nv);
+                Ok(true)
             }
-            Err(QpError::Infeasible) => Err(QpError::Infeasible),
-            Err(QpError::Solver(_) | QpError::Input(_)) => self.clarabel(u, report),
+            Err(QpError::Infeasible) => Ok(false),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Hands the solution out.
+    fn done(&self, u: &mut [f64], report: FilterReport) -> Result<FilterReport, QpError> {
+        u.copy_from_slice(&self.x[..self.n]);
+        Ok(report)
     }
 
     /// Box bounds that clip the reference.

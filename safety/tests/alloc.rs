@@ -1,9 +1,6 @@
 //! The filter step allocates nothing once warmed up, on every path: closed form, active set,
 //! widened acceleration box and slack. Counted by a global allocator (per thread).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use nalgebra::{DVector, Matrix6xX, Point3};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,32 +9,9 @@ use rft_safety::cbf::{BrakingRule, SolvePath};
 mod common;
 use common::{Extras, READY};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocs;
 
 #[test]
 fn a_filter_step_allocates_nothing_on_any_path() {
