@@ -956,17 +956,34 @@ impl CbfFilter {
     /// The hard QP of the last step as a [`DenseQp`] (after pruning when it is on), to check the
     /// filter against clarabel. Allocates; not for the control loop.
     pub fn last_qp(&self) -> DenseQp {
+        self.dense_qp(false)
+    }
+
+    /// The QP of the current step as a [`DenseQp`]; `with_slack` adds the soft rows' slack.
+    fn dense_qp(&self, with_slack: bool) -> DenseQp {
         let n = self.n;
+        let extra: &[f64] = if with_slack { &[1.0] } else { &[] };
         let w = &self.cfg.weights;
-        DenseQp {
+        let mut qp = DenseQp {
             p_diag: w.clone(),
             q: w.iter().zip(&self.reference).map(|(w, r)| -w * r).collect(),
             rows: (0..self.b.len())
-                .map(|r| (self.rows[r * n..(r + 1) * n].to_vec(), self.b[r]))
+                .map(|r| {
+                    let mut a = self.rows[r * n..(r + 1) * n].to_vec();
+                    a.extend_from_slice(extra);
+                    (a, self.b[r])
+                })
                 .collect(),
             lo: self.lo[..n].to_vec(),
             hi: self.hi[..n].to_vec(),
+        };
+        if with_slack {
+            qp.p_diag.push(self.cfg.slack_weight);
+            qp.q.push(self.cfg.slack_weight);
+            qp.lo.push(0.0);
+            qp.hi.push(1e9);
         }
+        qp
     }
 
     /// Solves the pruned QP with clarabel (allocates; only used if the active set fails).
@@ -977,36 +994,10 @@ impl CbfFilter {
     ) -> Result<FilterReport, QpError> {
         let n = self.n;
         report.path = SolvePath::Clarabel;
-        let dense = |with_slack: bool| -> DenseQp {
-            let extra: &[f64] = if with_slack { &[1.0] } else { &[] };
-            let w = &self.cfg.weights;
-            let mut p_diag = w.clone();
-            let mut q: Vec<f64> = w.iter().zip(&self.reference).map(|(w, r)| -w * r).collect();
-            let (mut lo, mut hi) = (self.lo[..n].to_vec(), self.hi[..n].to_vec());
-            if with_slack {
-                p_diag.push(self.cfg.slack_weight);
-                q.push(self.cfg.slack_weight);
-                lo.push(0.0);
-                hi.push(1e9);
-            }
-            DenseQp {
-                p_diag,
-                q,
-                rows: (0..self.b.len())
-                    .map(|r| {
-                        let mut a = self.rows[r * n..(r + 1) * n].to_vec();
-                        a.extend_from_slice(extra);
-                        (a, self.b[r])
-                    })
-                    .collect(),
-                lo,
-                hi,
-            }
-        };
-        let sol = match dense(false).solve() {
+        let sol = match self.dense_qp(false).solve() {
             Ok(sol) => sol,
-            Err(QpError::Infeasible) => {
-                let sol = dense(true).solve()?;
+            Err(QpError::Infeasible) if self.cfg.soft_rows => {
+                let sol = self.dense_qp(true).solve()?;
                 report.slack = sol.x[n];
                 sol
             }

@@ -774,11 +774,15 @@ impl SafetyFilter {
         true
     }
 
-    fn poll_inputs(&mut self, now: i64) {
+    fn take_estops(&mut self, now: i64) {
         while let Some(e) = self.estop.try_recv() {
             self.watchdog.on_estop(now, e.data);
             tracing::warn!(node = %self.name, engaged = e.data, "e-stop");
         }
+    }
+
+    fn poll_inputs(&mut self, now: i64) {
+        self.take_estops(now);
         if let Some(o) = self.obstacles.latest() {
             let ok = o.centers.len() == o.radii.len();
             let list: Vec<(Point3<f64>, f64)> = o
@@ -859,8 +863,9 @@ impl SafetyFilter {
                 self.last_command_seen = Some(*t);
             }
             for k in 0..3 {
-                twist[k] = tw_axis(raw[k]) * self.p.max_linear_m_s;
-                twist[k + 3] = tw_axis(raw[k + 3]) * self.p.max_angular_rad_s;
+                // Normalised axes: clamped to ±1 (NaN stays NaN for the watchdog).
+                twist[k] = raw[k].clamp(-1.0, 1.0) * self.p.max_linear_m_s;
+                twist[k + 3] = raw[k + 3].clamp(-1.0, 1.0) * self.p.max_angular_rad_s;
             }
             gripper = raw[6].is_finite().then(|| raw[6].clamp(0.0, 1.0));
             if *teleop {
@@ -968,11 +973,6 @@ impl SafetyFilter {
     }
 }
 
-/// A normalised twist axis: clamped to [-1, 1]; NaN stays NaN for the watchdog.
-fn tw_axis(v: f64) -> f64 {
-    v.clamp(-1.0, 1.0)
-}
-
 impl Node for SafetyFilter {
     fn name(&self) -> &str {
         &self.name
@@ -999,11 +999,7 @@ impl Node for SafetyFilter {
             self.control(ctx, &js)
         } else {
             // An e-stop alone: take it now, act on the next joint state.
-            let now = ctx.now.as_nanos();
-            while let Some(e) = self.estop.try_recv() {
-                self.watchdog.on_estop(now, e.data);
-                tracing::warn!(node = %self.name, engaged = e.data, "e-stop");
-            }
+            self.take_estops(ctx.now.as_nanos());
             Ok(())
         }
     }
