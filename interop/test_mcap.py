@@ -75,17 +75,22 @@ def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
     rft("launch", "launch/sim_dry_run.toml", "--set", "duration_s=1.5", "--set", f"runs_dir=\"{tmp_path}\"",
         timeout=60)
     (run_dir,) = list(tmp_path.iterdir())
-    assert (run_dir / "launch.toml").read_text().count("[[nodes]]") == 5
+    assert (run_dir / "launch.toml").read_text().count("[[nodes]]") == 4
     header, msgs = read_all(run_dir / "events.mcap")
     topics = {}
     for schema, channel, message in msgs:
         msg = typestore.deserialize_cdr(message.data, schema.name)
         topics.setdefault(channel.topic, []).append(msg)
     assert set(topics) == {"/joint_states", "/joint_velocity_cmd", "/gripper_cmd", "/rft/action",
-                           "/rft/safety", "/camera/color/image_raw", "/camera/color/camera_info"}
+                           "/rft/safety", "/camera/color/image_raw", "/camera/depth/image_raw",
+                           "/camera/color/camera_info", "/camera/pose", "/rft/object_pose", "/rft/metrics"}
     js = topics["/joint_states"]
-    assert len(js) >= 100  # 100 Hz for 1.5 s
-    assert all(len(m.position) == 7 for m in js)
+    assert len(js) >= 140  # 100 Hz for 1.5 s of simulated time
+    # The simulated Panda: seven arm joints and two fingers, with efforts that hold it up.
+    assert all(len(m.position) == len(m.velocity) == len(m.effort) == 9 for m in js)
+    assert js[0].name[:7] == [f"panda_joint{i}" for i in range(1, 8)]
+    assert js[0].name[7:] == ["panda_finger_joint1", "panda_finger_joint2"]
+    assert abs(js[0].effort[1]) > 1.0  # the shoulder carries the arm
     # The arm moved under the sinusoidal commands and stamps increase.
     assert not np.allclose(js[0].position, js[-1].position)
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in js]
@@ -101,3 +106,33 @@ def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
     assert all(0.0 < m.min_distance_m < 10.0 for m in status[:-1])
     img = topics["/camera/color/image_raw"][0]
     assert (img.width, img.height, len(img.data)) == (128, 128, 128 * 128 * 3)
+    # The sim clock starts at zero; the camera runs at 10 Hz of simulated time.
+    assert stamps[0] == 0
+    assert 14 <= len(topics["/camera/color/image_raw"]) <= 17
+    # Depth in metres (32FC1) and camera_info + the camera's pose agree with the ground truth:
+    # the top centre of the cube projects to a pixel whose depth lifts back to it.
+    depth = topics["/camera/depth/image_raw"][0]
+    assert (depth.encoding, depth.step) == ("32FC1", 128 * 4)
+    d = np.frombuffer(bytes(depth.data), dtype="<f4").reshape(128, 128)
+    info = topics["/camera/color/camera_info"][0]
+    pose = topics["/camera/pose"][0].pose
+    fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
+    q = pose.orientation
+    x, y, zq, w = q.x, q.y, q.z, q.w
+    rot = np.array([[1 - 2 * (y * y + zq * zq), 2 * (x * y - zq * w), 2 * (x * zq + y * w)],
+                    [2 * (x * y + zq * w), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - x * w)],
+                    [2 * (x * zq - y * w), 2 * (y * zq + x * w), 1 - 2 * (x * x + y * y)]])
+    eye = np.array([pose.position.x, pose.position.y, pose.position.z])
+    c = topics["/rft/object_pose"][0].pose.position
+    top = np.array([c.x, c.y, c.z + 0.025])
+    p_cam = rot.T @ (top - eye)
+    u, v = fx * p_cam[0] / p_cam[2] + cx, fy * p_cam[1] / p_cam[2] + cy
+    z = float(d[round(v), round(u)])
+    lifted = rot @ np.array([(round(u) - cx) / fx * z, (round(v) - cy) / fy * z, z]) + eye
+    assert np.linalg.norm(lifted - top) < 0.01, (lifted, top)
+    assert np.isnan(d[0, 0])  # the sky: nothing hit
+    # Ground truth: the cube sits in the push task's start region, not yet a success.
+    cube = topics["/rft/object_pose"][0].pose.position
+    assert abs(cube.x - 0.5) < 0.05 and abs(cube.y + 0.15) < 0.05 and abs(cube.z - 0.025) < 0.002
+    metrics = {m.name: m.value for m in topics["/rft/metrics"]}
+    assert metrics["sim/push/forward/success"] == 0.0 and 0.0 <= metrics["sim/push/forward/progress"] < 0.2

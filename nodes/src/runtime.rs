@@ -136,6 +136,11 @@ impl<'a> StepCtx<'a> {
         }
     }
 
+    /// Whether the runtime is stopping (for a node that waits inside its step).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
     /// Asks the whole runtime to stop (e.g. a node finished its job).
     pub fn request_shutdown(&self, reason: &str) {
         self.shutdown.trigger(reason);
@@ -254,6 +259,10 @@ impl Runtime {
         } = self;
         let main_signal = Arc::new(Signal::default());
         shutdown.register(main_signal.clone());
+        // On a sim clock, look at the duration whenever simulated time moves.
+        if let Clock::Sim(s) = &clock {
+            s.register(&main_signal);
+        }
         let mut threads: Vec<Running> = Vec::new();
         let stage_stop = [
             Arc::new(AtomicBool::new(false)),
@@ -407,7 +416,8 @@ fn run_node(
             stats.steps.fetch_add(1, Ordering::Relaxed);
             let mut nd = deadline + p;
             let after = clock.now_ns();
-            if after >= nd {
+            // A node that owns a sim clock advances it by exactly one period in its step.
+            if after > nd {
                 let missed = (after - nd) / p + 1;
                 stats.overruns.fetch_add(missed as u64, Ordering::Relaxed);
                 nd += missed * p;

@@ -130,7 +130,7 @@ fn rft_node_refuses_an_in_process_bus_and_unknown_names() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new(rft)
         .current_dir(root)
-        .args(["node", "arm", "--launch", "launch/sim_dry_run.toml"])
+        .args(["node", "robot", "--launch", "launch/sim_dry_run.toml"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -56,12 +56,12 @@ impl Camera {
         )
     }
 
-    /// A wrist camera: `hand_from_camera` applied to the hand's pose.
-    pub fn wrist(width: u32, height: u32, world_from_hand: &Isometry3<f64>) -> Self {
+    /// A wrist camera ([`default_hand_from_wrist_camera`] on the hand's pose).
+    pub fn wrist(width: u32, height: u32, hfov_deg: f64, world_from_hand: &Isometry3<f64>) -> Self {
         let mut c = Self::look_at(
             width,
             height,
-            80.0,
+            hfov_deg,
             Point3::origin(),
             Point3::new(0.0, 0.0, 1.0),
         );

@@ -489,7 +489,11 @@ fn wrist_camera_sees_the_fingers_and_follows_the_hand() {
             .count()
     };
     s.visuals(&mut vis);
-    r.render(&vis, &Camera::wrist(160, 120, &s.link_pose(hand)), &mut f);
+    r.render(
+        &vis,
+        &Camera::wrist(160, 120, 80.0, &s.link_pose(hand)),
+        &mut f,
+    );
     // The fingers are in view (dark grey), the rest is the scene below.
     let fingers = dark(&f);
     assert!(fingers > 100, "{fingers} finger pixels");
@@ -502,7 +506,11 @@ fn wrist_camera_sees_the_fingers_and_follows_the_hand() {
         .unwrap();
     s.advance(0.5);
     s.visuals(&mut vis);
-    r.render(&vis, &Camera::wrist(160, 120, &s.link_pose(hand)), &mut f);
+    r.render(
+        &vis,
+        &Camera::wrist(160, 120, 80.0, &s.link_pose(hand)),
+        &mut f,
+    );
     let changed = before
         .rgb
         .iter()

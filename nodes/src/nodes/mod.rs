@@ -4,6 +4,7 @@ mod joint_sine;
 mod kinematic_arm;
 mod recorder;
 mod safety_filter;
+mod sim_robot;
 mod test_camera;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ pub use joint_sine::{JointSine, JointSineParams};
 pub use kinematic_arm::{KinematicArm, KinematicArmParams};
 pub use recorder::{Recorder, RecorderParams};
 pub use safety_filter::{SafetyCounts, SafetyFilter, SafetyFilterParams};
+pub use sim_robot::{SimRobot, SimRobotCounts, SimRobotParams};
 pub use test_camera::{TestCamera, TestCameraParams};
 
 use crate::bus::NodeHandle;
@@ -30,6 +32,7 @@ pub enum NodeParams {
     TestCamera(TestCameraParams),
     Recorder(RecorderParams),
     SafetyFilter(Box<SafetyFilterParams>),
+    SimRobot(Box<SimRobotParams>),
 }
 
 /// Node kinds, for error messages and `rft --help`.
@@ -39,6 +42,7 @@ pub const KINDS: &[&str] = &[
     "test_camera",
     "recorder",
     "safety_filter",
+    "sim_robot",
 ];
 
 fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
@@ -63,6 +67,7 @@ impl NodeParams {
             "test_camera" => Self::TestCamera(de(params)?),
             "recorder" => Self::Recorder(de(params)?),
             "safety_filter" => Self::SafetyFilter(Box::new(de(params)?)),
+            "sim_robot" => Self::SimRobot(Box::new(de(params)?)),
             other => {
                 return Err((
                     String::new(),
@@ -83,14 +88,17 @@ impl NodeParams {
             Self::TestCamera(p) => p.validate(),
             Self::Recorder(p) => p.validate(),
             Self::SafetyFilter(p) => p.validate(),
+            Self::SimRobot(p) => p.validate(),
         }
     }
 
     /// Makes relative file paths in the parameters relative to `base` (the launch file's
     /// directory).
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        if let Self::SafetyFilter(p) = self {
-            p.resolve_paths(base);
+        match self {
+            Self::SafetyFilter(p) => p.resolve_paths(base),
+            Self::SimRobot(p) => p.resolve_paths(base),
+            _ => {}
         }
     }
 
@@ -102,6 +110,8 @@ impl NodeParams {
             Self::Recorder(_) => 20.0,
             // Its timer only watches for joint states that stop; control runs on each state.
             Self::SafetyFilter(_) => 100.0,
+            // The joint-state rate; physics runs at its own rate underneath.
+            Self::SimRobot(_) => 100.0,
         }
     }
 
@@ -136,6 +146,7 @@ pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<B
         NodeParams::SafetyFilter(p) => {
             Box::new(SafetyFilter::new(name, (**p).clone(), period, handle)?)
         }
+        NodeParams::SimRobot(p) => Box::new(SimRobot::new(name, (**p).clone(), period, handle)?),
     })
 }
 
