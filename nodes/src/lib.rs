@@ -8,6 +8,7 @@ pub mod launch;
 pub mod nodes;
 pub mod record;
 pub mod runtime;
+pub mod simtools;
 pub mod tools;
 
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rft_nodes::bus::zenoh::{ZenohConfig, ZenohTransport};
 use rft_nodes::runtime::Shutdown;
-use rft_nodes::{app, launch, tools};
+use rft_nodes::{app, launch, simtools, tools};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,46 @@ use rft_nodes::{app, launch, tools};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Render the scene (or the wrist camera) to a PNG: `rft sim render --task push --out frame.png`.
+    Render {
+        /// push | pick_place
+        #[arg(long, default_value = "push")]
+        task: String,
+        /// forward | backward: where the cube starts.
+        #[arg(long, default_value = "forward")]
+        direction: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "frame.png")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 640)]
+        width: u32,
+        #[arg(long, default_value_t = 480)]
+        height: u32,
+        /// The wrist camera instead of the scene camera.
+        #[arg(long)]
+        wrist: bool,
+        /// Let the scripted expert finish the task first.
+        #[arg(long)]
+        solved: bool,
+        /// Another robot's URDF.
+        #[arg(long)]
+        urdf: Option<PathBuf>,
+    },
+    /// Run the scripted experts on randomised episodes and print their success rates.
+    Experts {
+        #[arg(long, default_value = "push")]
+        task: String,
+        /// forward | backward | both
+        #[arg(long, default_value = "both")]
+        direction: String,
+        #[arg(long, default_value_t = 20)]
+        episodes: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +150,11 @@ enum Cmd {
         /// Wait this long for subscribers to be discovered before the first message.
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
+    },
+    /// The simulator: render a picture, run the scripted experts.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
     },
     /// Run a zenoh router (what `zenohd`/`rmw_zenohd` do) so processes and machines find each
     /// other: `rft router` listens on tcp/127.0.0.1:7447, the default every rft process connects to.
@@ -248,6 +293,55 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn run_sim(cmd: SimCmd) -> anyhow::Result<()> {
+    match cmd {
+        SimCmd::Render {
+            task,
+            direction,
+            seed,
+            out,
+            width,
+            height,
+            wrist,
+            solved,
+            urdf,
+        } => {
+            let args = simtools::RenderArgs {
+                task: simtools::task(&task)?,
+                direction: simtools::direction(&direction)?,
+                seed,
+                width,
+                height,
+                wrist,
+                solved,
+                urdf: urdf.as_deref(),
+            };
+            let what = simtools::render(&args, &out)?;
+            println!("wrote {} ({what})", out.display());
+            Ok(())
+        }
+        SimCmd::Experts {
+            task,
+            direction,
+            episodes,
+        } => {
+            let dirs = match direction.as_str() {
+                "both" => vec![rft_sim::Direction::Forward, rft_sim::Direction::Backward],
+                d => vec![simtools::direction(d)?],
+            };
+            if !simtools::experts(
+                simtools::task(&task)?,
+                &dirs,
+                episodes,
+                &mut std::io::stdout(),
+            )? {
+                bail!("an expert succeeded on fewer than 95% of its episodes");
+            }
+            Ok(())
+        }
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     match cli.cmd {
@@ -306,6 +400,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             tools::hz(&node, &topic, window, secs(duration_s)?, &mut stdout.lock())?;
             Ok(())
         }
+        Cmd::Sim { cmd } => run_sim(cmd),
         Cmd::Record {
             out,
             topics,

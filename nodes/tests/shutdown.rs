@@ -167,9 +167,9 @@ fn ctrl_c_stops_a_launch_within_one_second() {
         .find(|(t, _, _)| t == "/joint_states")
         .expect("states recorded");
     let js: JointState = cdr::decode(&last_state.2).unwrap();
-    assert_eq!(
-        js.velocity,
-        vec![0.0; 7],
-        "the arm reports standing still at the end"
+    assert!(
+        js.velocity.len() >= 7 && js.velocity.iter().all(|v| *v == 0.0),
+        "the arm reports standing still at the end: {:?}",
+        js.velocity
     );
 }

@@ -406,10 +406,18 @@ impl Node for SimRobot {
     }
 
     fn shutdown(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        // Brake to a stop within the acceleration limits, as the real arm would, and report it.
         self.driver.hold();
+        let dt = self.driver.sim().physics_dt();
+        let mut braked = 0.0;
+        while braked < 2.0 && self.driver.sim().qd().iter().any(|v| *v != 0.0) {
+            self.driver.advance(dt);
+            braked += dt;
+        }
+        let stamp = Time::from_nanos(ctx.now.as_nanos() + ns(braked));
         tracing::info!(node = %self.name, rejected = self.counts.rejected_commands,
             lockstep_timeouts = self.counts.lockstep_timeouts, sim_s = self.driver.sim().time_s(),
             "simulated robot stopped");
-        self.state.publish(self.driver.joint_state(ctx.now))
+        self.state.publish(self.driver.joint_state(stamp))
     }
 }
