@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rft_msgs::{Float64MultiArray, Header, JointState};
+use rft_sim::world::PANDA_READY;
 use serde::Deserialize;
 
 use super::check;
@@ -19,15 +20,6 @@ const PANDA_MIN: [f64; 7] = [
 ];
 const PANDA_MAX: [f64; 7] = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973];
 const PANDA_VMAX: [f64; 7] = [2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61];
-const PANDA_READY: [f64; 7] = [
-    0.0,
-    -std::f64::consts::FRAC_PI_4,
-    0.0,
-    -3.0 * std::f64::consts::FRAC_PI_4,
-    0.0,
-    std::f64::consts::FRAC_PI_2,
-    std::f64::consts::FRAC_PI_4,
-];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

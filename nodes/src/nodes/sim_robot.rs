@@ -6,7 +6,8 @@
 //! On a wall clock the physics advances one timer period per step (real time). On a sim clock
 //! this node owns simulated time: each step publishes the state at `t`, takes the command that
 //! answers it (lockstep: it waits, up to `lockstep_timeout_ms` of wall time, for the safety
-//! filter's reply once one has been seen), advances physics and moves the clock to `t + period`.
+//! filter's reply; after a timeout it runs free until a command arrives again), advances physics
+//! and moves the clock to `t + period`.
 //! `realtime_factor` paces that against the wall clock (1 = real time, 0 = as fast as possible).
 
 use std::path::{Path, PathBuf};
@@ -47,8 +48,8 @@ pub struct SimRobotParams {
     /// On a sim clock: 1 runs in real time, 0 as fast as possible.
     #[serde(default = "one")]
     pub realtime_factor: f64,
-    /// On a sim clock: wall time to wait for the command answering each joint state (once a
-    /// command has been seen). 0 never waits.
+    /// On a sim clock: wall time to wait for the command answering each joint state. After a
+    /// timeout the sim runs free until a command arrives again. 0 never waits.
     #[serde(default = "default_lockstep_ms")]
     pub lockstep_timeout_ms: f64,
     /// A joint-velocity command older than this (simulated time) is replaced by zero.
@@ -179,7 +180,9 @@ pub struct SimRobot {
     truth_period_ns: i64,
     next_truth_ns: i64,
     last_cmd_ns: Option<i64>,
-    seen_cmd: bool,
+    /// Lockstep waits for a command while this holds: from the start, and again once a command
+    /// arrives after a timeout (so a launch with no controller does not crawl).
+    expect_cmd: bool,
     pace_origin: Option<(Instant, i64)>,
     counts: SimRobotCounts,
 }
@@ -229,7 +232,7 @@ impl SimRobot {
             p,
             period,
             last_cmd_ns: None,
-            seen_cmd: false,
+            expect_cmd: true,
             pace_origin: None,
             counts: SimRobotCounts::default(),
         })
@@ -288,7 +291,7 @@ impl SimRobot {
         let now_ns = ctx.now.as_nanos();
         let wait = Duration::from_secs_f64(self.p.lockstep_timeout_ms / 1000.0);
         let mut newest = None;
-        if lockstep && self.seen_cmd && !wait.is_zero() {
+        if lockstep && self.expect_cmd && !wait.is_zero() {
             // Wait in slices so that a stopping runtime is never held up.
             let deadline = Instant::now() + wait;
             while newest.is_none() && !ctx.is_shutting_down() {
@@ -302,9 +305,10 @@ impl SimRobot {
                 None if ctx.is_shutting_down() => {}
                 None => {
                     self.counts.lockstep_timeouts += 1;
+                    self.expect_cmd = false;
                     if self.counts.lockstep_timeouts.is_power_of_two() {
                         tracing::warn!(node = %self.name, timeouts = self.counts.lockstep_timeouts,
-                            "no command answered the joint state in time; stepping on");
+                            "no command answered the joint state in time; running free until one arrives");
                     }
                 }
             }
@@ -313,7 +317,7 @@ impl SimRobot {
             newest = Some(m);
         }
         if let Some(m) = newest {
-            self.seen_cmd = true;
+            self.expect_cmd = true;
             match self.driver.apply_joint_velocity(&m) {
                 Ok(()) => self.last_cmd_ns = Some(now_ns),
                 Err(e) => self.rejected(&e),
