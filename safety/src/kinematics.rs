@@ -57,7 +57,8 @@ pub struct Chain {
     pub spheres: Vec<Sphere>,
 }
 
-fn pose(p: &urdf_rs::Pose) -> Isometry3<f64> {
+/// A URDF origin as an isometry.
+pub fn pose(p: &urdf_rs::Pose) -> Isometry3<f64> {
     Isometry3::from_parts(
         Translation3::new(p.xyz[0], p.xyz[1], p.xyz[2]),
         UnitQuaternion::from_euler_angles(p.rpy[0], p.rpy[1], p.rpy[2]),
@@ -89,6 +90,40 @@ fn spheres_for(geometry: &urdf_rs::Geometry, origin: &Isometry3<f64>) -> Vec<(Po
     }
 }
 
+/// The joints from `base` down to `tip`, in order, checked: `base` exists and every link on
+/// the way is connected. Errors are the reason, for the caller to wrap.
+pub fn joint_path<'a>(
+    robot: &'a urdf_rs::Robot,
+    base: &str,
+    tip: &str,
+) -> std::result::Result<Vec<&'a urdf_rs::Joint>, String> {
+    let by_child: HashMap<&str, &urdf_rs::Joint> = robot
+        .joints
+        .iter()
+        .map(|j| (j.child.link.as_str(), j))
+        .collect();
+    if !robot.links.iter().any(|l| l.name == base) {
+        return Err(format!("no link named `{base}` (the base)"));
+    }
+    // Walk up from the tip to the base.
+    let mut path = Vec::new();
+    let mut link = tip;
+    while link != base {
+        let Some(j) = by_child.get(link) else {
+            return Err(format!(
+                "link `{link}` is not connected to base `{base}` (tip `{tip}`)"
+            ));
+        };
+        path.push(*j);
+        link = j.parent.link.as_str();
+        if path.len() > robot.joints.len() {
+            return Err("the joint graph has a cycle".into());
+        }
+    }
+    path.reverse();
+    Ok(path)
+}
+
 impl Chain {
     /// Loads the chain `base` → `tip` from a URDF file.
     pub fn from_urdf_file(path: &Path, base: &str, tip: &str) -> Result<Self> {
@@ -110,30 +145,7 @@ impl Chain {
         };
         let robot =
             urdf_rs::read_from_string(xml).map_err(|e| err(format!("malformed URDF: {e}")))?;
-        let by_child: HashMap<&str, &urdf_rs::Joint> = robot
-            .joints
-            .iter()
-            .map(|j| (j.child.link.as_str(), j))
-            .collect();
-        if !robot.links.iter().any(|l| l.name == base) {
-            return Err(err(format!("no link named `{base}` (the base)")));
-        }
-        // Walk up from the tip to the base.
-        let mut path = Vec::new();
-        let mut link = tip;
-        while link != base {
-            let Some(j) = by_child.get(link) else {
-                return Err(err(format!(
-                    "link `{link}` is not connected to base `{base}` (tip `{tip}`)"
-                )));
-            };
-            path.push(*j);
-            link = j.parent.link.as_str();
-            if path.len() > robot.joints.len() {
-                return Err(err("the joint graph has a cycle".into()));
-            }
-        }
-        path.reverse();
+        let path = joint_path(&robot, base, tip).map_err(err)?;
         let mut joints = Vec::new();
         let mut acc = Isometry3::identity();
         for j in path {

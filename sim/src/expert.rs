@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use nalgebra::{Isometry3, Rotation3, UnitQuaternion, Vector2, Vector3, Vector6};
+use nalgebra::{Isometry3, UnitQuaternion, Vector2, Vector3, Vector6};
 use rft_safety::kinematics::{Chain, DiffIk};
 
 use crate::error::{Error, Result};
@@ -457,9 +457,9 @@ pub fn run_episode(
             }
         }
         k += 1;
-        let qd = ctrl.joint_velocity(sim.q(), &action.twist()).to_vec();
+        let qd = ctrl.joint_velocity(sim.q(), &action.twist());
         // Both are well formed by construction.
-        let _ = sim.set_joint_velocity(&qd);
+        let _ = sim.set_joint_velocity(qd);
         let _ = sim.set_gripper(action.gripper);
         for _ in 0..control_steps {
             sim.step();
@@ -472,9 +472,4 @@ pub fn run_episode(
         progress: s.progress,
         off_table: sim.object_off_table(),
     }
-}
-
-/// A rotation about z, for tests and callers that place things.
-pub fn yaw_rotation(yaw: f64) -> Rotation3<f64> {
-    Rotation3::from_axis_angle(&Vector3::z_axis(), yaw)
 }

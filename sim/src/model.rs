@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use nalgebra::{Isometry3, Point3, Translation3, Unit, UnitQuaternion, Vector3};
+use rft_safety::kinematics::{joint_path, pose};
 
 use crate::error::{Error, Result};
 
@@ -79,13 +80,6 @@ pub struct RobotModel {
     pub hand: Option<usize>,
 }
 
-fn pose(p: &urdf_rs::Pose) -> Isometry3<f64> {
-    Isometry3::from_parts(
-        Translation3::new(p.xyz[0], p.xyz[1], p.xyz[2]),
-        UnitQuaternion::from_euler_angles(p.rpy[0], p.rpy[1], p.rpy[2]),
-    )
-}
-
 impl RobotModel {
     /// Loads `path`, with the arm running from `base` to `tcp`.
     pub fn from_urdf_file(path: &Path, base: &str, tcp: &str) -> Result<Self> {
@@ -115,28 +109,15 @@ impl RobotModel {
             .iter()
             .map(|j| (j.child.link.as_str(), j))
             .collect();
-        if !robot.links.iter().any(|l| l.name == base) {
-            return Err(err(format!("no link named `{base}` (the base)")));
-        }
+        // The arm: movable joints on the path from the base to the tool.
+        let on_path: Vec<&str> = joint_path(&robot, base, tcp)
+            .map_err(err)?
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect();
         if by_child.contains_key(base) {
             return Err(err(format!("the base `{base}` has a parent joint")));
         }
-        // The arm: movable joints on the path from the tool up to the base.
-        let mut on_path = Vec::new();
-        let mut link = tcp;
-        while link != base {
-            let Some(j) = by_child.get(link) else {
-                return Err(err(format!(
-                    "link `{link}` is not connected to base `{base}` (tool `{tcp}`)"
-                )));
-            };
-            on_path.push(j.name.as_str());
-            link = j.parent.link.as_str();
-            if on_path.len() > robot.joints.len() {
-                return Err(err("the joint graph has a cycle".into()));
-            }
-        }
-        on_path.reverse();
         // Links in topological order, from the base down.
         let mut order: Vec<&str> = vec![base];
         let mut i = 0;

@@ -253,8 +253,7 @@ impl SimRobot {
             if t >= self.cams[i].next_ns {
                 let (color, depth, info, pose) = self.driver.render(i, now);
                 let c = &mut self.cams[i];
-                c.next_ns = if c.next_ns == i64::MIN { t } else { c.next_ns } + c.period_ns;
-                c.next_ns = c.next_ns.max(t + 1);
+                c.next_ns = c.next_ns.max(t) + c.period_ns;
                 c.info.publish(info)?;
                 c.pose.publish(pose)?;
                 if let (Some(p), Some(d)) = (&c.depth, depth) {
