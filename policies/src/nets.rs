@@ -264,6 +264,9 @@ impl Mlp {
 /// Bounds of the actor's log standard deviation (squashed smoothly into this range).
 pub const LOG_STD_MIN: f64 = -5.0;
 pub const LOG_STD_MAX: f64 = 2.0;
+/// Data actions are kept this far inside (−1, 1) before `atanh`, so saturated demonstrations
+/// (exactly ±1) do not dominate the likelihood with `atanh(±1) = ±∞`.
+pub const BC_ACTION_MARGIN: f64 = 1e-3;
 const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 
 /// The tanh-Gaussian policy: an MLP giving mean and log-std, actions `tanh(μ + σ ε)`.
@@ -323,7 +326,7 @@ impl Actor {
     /// Log-probability `[batch]` of given actions in (−1, 1) (behaviour cloning).
     pub fn log_prob(&self, x: &Tensor, a: &Tensor) -> Result<Tensor> {
         let (mean, log_std) = self.dist(x)?;
-        let a = a.clamp(-1.0 + 1e-6, 1.0 - 1e-6)?;
+        let a = a.clamp(-1.0 + BC_ACTION_MARGIN, 1.0 - BC_ACTION_MARGIN)?;
         // atanh(a) = 0.5 ln((1 + a) / (1 − a))
         let u = ((a.affine(1.0, 1.0)?.log()? - a.affine(-1.0, 1.0)?.log()?)? * 0.5)?;
         let eps = ((&u - &mean)? / log_std.exp()?)?;

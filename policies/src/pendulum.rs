@@ -121,3 +121,50 @@ impl Env for Pendulum {
         }
     }
 }
+
+/// A hand-written energy-pumping swing-up with a PD catch near the top, in the normalised
+/// action range. Mixed with noise it produces the "mediocre" episodes offline pre-training
+/// starts from (no learner involved).
+pub fn swing_up_action(obs: &[f32]) -> f32 {
+    let (c, s, w) = (obs[0] as f64, obs[1] as f64, obs[2] as f64);
+    let theta = s.atan2(c); // 0 = upright
+    let energy = 0.5 * w * w + 1.5 * G / L * (c - 1.0); // 0 at rest upright
+    let u = if theta.abs() < 0.6 {
+        -(12.0 * theta + 2.5 * w)
+    } else {
+        let dir = if w.abs() < 1e-3 { 1.0 } else { w.signum() };
+        dir * (-energy).max(0.0) * 0.5
+    };
+    (u / MAX_TORQUE).clamp(-1.0, 1.0) as f32
+}
+
+/// Episodes from [`swing_up_action`] with probability `noise` of a uniformly random action at
+/// each step instead.
+pub fn heuristic_episodes(n: usize, noise: f64, seed: u64) -> Vec<crate::dataset::Episode> {
+    let mut env = Pendulum::new(seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4e15e);
+    (0..n)
+        .map(|_| {
+            let mut ep = crate::dataset::Episode::default();
+            let mut obs = env.reset();
+            ep.obs.push(obs.clone());
+            loop {
+                let a = if rng.random_bool(noise.clamp(0.0, 1.0)) {
+                    rng.random_range(-1.0f32..=1.0)
+                } else {
+                    swing_up_action(&obs)
+                };
+                let s = env.step(&[a]);
+                ep.actions.push(vec![a]);
+                ep.rewards.push(s.reward);
+                ep.obs.push(s.obs.clone());
+                obs = s.obs;
+                if s.truncated || s.terminated {
+                    ep.terminated = s.terminated;
+                    break;
+                }
+            }
+            ep
+        })
+        .collect()
+}
