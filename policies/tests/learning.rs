@@ -148,7 +148,7 @@ fn behaviour_cloning_imitates_the_demonstrator() {
     let mut agent = Agent::new(cfg, &Device::Cpu).unwrap();
     // Imitation error on states of held-out demonstrations.
     let held_out = heuristic_episodes(5, 0.0, 99);
-    let mut err = |agent: &mut Agent| -> f64 {
+    let err = |agent: &mut Agent| -> f64 {
         let mut total = 0.0;
         let mut n = 0.0;
         for e in &held_out {
