@@ -10,7 +10,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rft_nodes::bus::zenoh::{ZenohConfig, ZenohTransport};
 use rft_nodes::runtime::Shutdown;
-use rft_nodes::{app, launch, simtools, tools};
+use rft_nodes::{app, launch, learntools, simtools, tools};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -151,6 +154,14 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
     },
+    /// Train online on a built-in environment: `rft train --env pendulum --algo sac`.
+    Train(learntools::TrainArgs),
+    /// Pre-train offline from a dataset: `rft pretrain --data run.mcap --algo calql`.
+    Pretrain(learntools::PretrainArgs),
+    /// Write a built-in offline dataset: `rft dataset pendulum --episodes 50 --noise 0.5`.
+    Dataset(learntools::DatasetArgs),
+    /// Plot learning curves from metrics CSVs: `rft plot run/metrics.csv --y eval_return`.
+    Plot(learntools::PlotArgs),
     /// The simulator: render a picture, run the scripted experts.
     Sim {
         #[command(subcommand)]
@@ -401,6 +412,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Sim { cmd } => run_sim(cmd),
+        Cmd::Train(a) => learntools::train(&a).map(|_| ()),
+        Cmd::Pretrain(a) => learntools::pretrain(&a).map(|_| ()),
+        Cmd::Dataset(a) => learntools::dataset(&a),
+        Cmd::Plot(a) => learntools::plot(&a),
         Cmd::Record {
             out,
             topics,
