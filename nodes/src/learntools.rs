@@ -182,34 +182,11 @@ pub struct DatasetArgs {
     pub out: PathBuf,
 }
 
-fn stamp() -> String {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // UTC date-time without a calendar crate: days since epoch to y-m-d (civil from days).
-    let (days, rem) = (s / 86_400, s % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// `runs/<time>-<name>` unless given.
 pub fn run_dir(out: Option<&Path>, name: &str) -> PathBuf {
-    out.map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{name}", stamp())))
+    out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}-{name}", crate::app::timestamp_utc()))
+    })
 }
 
 /// Loads an offline dataset: MCAP recordings or replay-buffer safetensors.

@@ -335,31 +335,23 @@ impl Agent {
             &mut rng,
             dev,
         )?;
-        let n = Some(cfg.n_critics);
-        let mut critic_params = Params::new();
-        let critic = Mlp::new(
-            &mut critic_params,
-            "critic",
-            n,
-            dq,
-            &cfg.hidden,
-            1,
-            cfg.critic_layer_norm,
-            &mut rng,
-            dev,
-        )?;
-        let mut target_params = Params::new();
-        let target = Mlp::new(
-            &mut target_params,
-            "target",
-            n,
-            dq,
-            &cfg.hidden,
-            1,
-            cfg.critic_layer_norm,
-            &mut rng,
-            dev,
-        )?;
+        let ensemble = |name: &str, rng: &mut TensorRng| -> Result<(Mlp, Params)> {
+            let mut p = Params::new();
+            let net = Mlp::new(
+                &mut p,
+                name,
+                Some(cfg.n_critics),
+                dq,
+                &cfg.hidden,
+                1,
+                cfg.critic_layer_norm,
+                rng,
+                dev,
+            )?;
+            Ok((net, p))
+        };
+        let (critic, critic_params) = ensemble("critic", &mut rng)?;
+        let (target, target_params) = ensemble("target", &mut rng)?;
         let (mut encoder_params, mut target_encoder_params) = (Params::new(), Params::new());
         let (encoder, target_encoder) = match &cfg.encoder {
             Some(ec) => (

@@ -17,10 +17,19 @@ fn err(m: &str) -> candle_core::Error {
     candle_core::Error::Msg(m.to_string())
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
+/// The f32 values of a contiguous CPU tensor.
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => Err(err("fused op: expected a contiguous f32 tensor")),
+    }
+}
+
+/// The f32 values of a contiguous CPU tensor, mutably.
+pub(crate) fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> CResult<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => Err(err("in-place op: expected a contiguous f32 tensor")),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var, backprop::GradStore};
 
 use crate::error::{Error, Result};
+use crate::fused::{slice, slice_mut};
 use crate::nets::Params;
 
 /// Adam (Kingma & Ba) over a parameter set, bias-corrected, no weight decay.
@@ -152,28 +153,6 @@ struct AdamOp<'a> {
     eps_hat: f32,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => Err(candle_core::Error::Msg(format!(
-            "{what}: expected a contiguous f32 tensor"
-        ))),
-    }
-}
-
-fn f32_slice_mut<'a>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&mut d[a..b]),
-        _ => Err(candle_core::Error::Msg(format!(
-            "{what}: expected a contiguous f32 tensor"
-        ))),
-    }
-}
-
 impl InplaceOp2 for AdamOp<'_> {
     fn name(&self) -> &'static str {
         "adam"
@@ -185,8 +164,8 @@ impl InplaceOp2 for AdamOp<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let p = f32_slice_mut(s1, l1, "adam parameter")?;
-        let g = f32_slice(s2, l2, "adam gradient")?;
+        let p = slice_mut(s1, l1)?;
+        let g = slice(s2, l2)?;
         let mut guard = self
             .moments
             .lock()
@@ -233,8 +212,8 @@ impl InplaceOp2 for PolyakOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let t = f32_slice_mut(s1, l1, "polyak target")?;
-        let o = f32_slice(s2, l2, "polyak online")?;
+        let t = slice_mut(s1, l1)?;
+        let o = slice(s2, l2)?;
         if t.len() != o.len() {
             return Err(candle_core::Error::Msg("polyak: size mismatch".into()));
         }

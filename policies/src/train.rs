@@ -170,7 +170,6 @@ pub fn train_online(
         total: cfg.total_steps,
         ..Default::default()
     };
-    let report_every = (cfg.total_steps / 100).max(1);
     let mut metrics = metrics;
     for step in 1..=cfg.total_steps {
         let action = if step <= cfg.learning_starts && cfg.random_before_learning {
@@ -218,17 +217,15 @@ pub fn train_online(
             log.evals.push((step, r));
             progress.last_eval = Some(r);
         }
-        progress.step = step;
-        progress.grad_steps = agent.steps;
-        progress.elapsed_s = start.elapsed().as_secs_f64();
-        if let Some(m) = metrics.as_deref_mut()
-            && (eval_now || step % report_every == 0)
-        {
-            m.row(&progress, eval_now)?;
-        }
-        if step % report_every == 0 || step == cfg.total_steps {
-            on_progress(&progress);
-        }
+        report(
+            &mut progress,
+            step,
+            agent.steps,
+            start,
+            eval_now,
+            &mut metrics,
+            on_progress,
+        )?;
     }
     log.grad_steps = agent.steps;
     log.wall_s = start.elapsed().as_secs_f64();
@@ -264,7 +261,6 @@ pub fn train_offline(
         total: steps,
         ..Default::default()
     };
-    let report_every = (steps / 100).max(1);
     let mut metrics = metrics;
     for step in 1..=steps {
         batch.clear();
@@ -276,21 +272,45 @@ pub fn train_offline(
             log.evals.push((step, r));
             progress.last_eval = Some(r);
         }
-        progress.step = step;
-        progress.grad_steps = agent.steps;
-        progress.elapsed_s = start.elapsed().as_secs_f64();
-        if let Some(m) = metrics.as_deref_mut()
-            && (eval_now || step % report_every == 0)
-        {
-            m.row(&progress, eval_now)?;
-        }
-        if step % report_every == 0 || step == steps {
-            on_progress(&progress);
-        }
+        report(
+            &mut progress,
+            step,
+            agent.steps,
+            start,
+            eval_now,
+            &mut metrics,
+            on_progress,
+        )?;
     }
     log.grad_steps = agent.steps;
     log.wall_s = start.elapsed().as_secs_f64();
     Ok(log)
+}
+
+/// Updates the progress snapshot; writes a metrics row and calls `on_progress` about every 1%
+/// of the run (metrics rows also at every evaluation).
+fn report(
+    progress: &mut Progress,
+    step: u64,
+    grad_steps: u64,
+    start: Instant,
+    eval_now: bool,
+    metrics: &mut Option<&mut MetricsCsv>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    progress.step = step;
+    progress.grad_steps = grad_steps;
+    progress.elapsed_s = start.elapsed().as_secs_f64();
+    let every = (progress.total / 100).max(1);
+    if let Some(m) = metrics.as_deref_mut()
+        && (eval_now || step.is_multiple_of(every))
+    {
+        m.row(progress, eval_now)?;
+    }
+    if step.is_multiple_of(every) || step == progress.total {
+        on_progress(progress);
+    }
+    Ok(())
 }
 
 /// A metrics CSV: one row per report, flushed as it goes.

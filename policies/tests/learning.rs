@@ -233,3 +233,88 @@ fn rlpd_batches_are_half_offline() {
         assert_eq!(demo, 64);
     }
 }
+
+/// Image observations: a trainable encoder learns through the critic loss (and its target
+/// follows), a frozen one stays as it was; the actor never moves the encoder.
+#[test]
+fn image_encoder_trains_through_the_critic_or_stays_frozen() {
+    use rft_policies::nets::EncoderConfig;
+    use rft_policies::replay::ImageShape;
+    use rft_policies::{ReplayBuffer, TransitionIn};
+    for trainable in [true, false] {
+        let enc = EncoderConfig {
+            channels: 3,
+            height: 16,
+            width: 16,
+            stages: vec![4, 8],
+            feature_dim: 8,
+            trainable,
+            crop_pad: 2,
+        };
+        let mut cfg = small(Algorithm::Sac, 6);
+        cfg.hidden = vec![32];
+        cfg.batch_size = 16;
+        cfg.encoder = Some(enc.clone());
+        let mut agent = Agent::new(cfg, &Device::Cpu).unwrap();
+        let mut buf = ReplayBuffer::new(64, 3, 1, Some(ImageShape::from(&enc)));
+        for i in 0..64u32 {
+            let img: Vec<u8> = (0..enc.image_len())
+                .map(|k| ((k as u32 * 7 + i * 13) % 256) as u8)
+                .collect();
+            let o = [(i as f32).sin(), (i as f32).cos(), 0.1];
+            buf.push(&TransitionIn {
+                obs: &o,
+                action: &[0.2],
+                reward: -(i as f32 % 5.0),
+                next_obs: &o,
+                image: Some(&img),
+                next_image: Some(&img),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let snapshot = |a: &Agent, prefix: &str| -> Vec<f32> {
+            let mut w: Vec<_> = a
+                .weights()
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .collect();
+            w.sort_by(|x, y| x.0.cmp(&y.0));
+            w.iter()
+                .flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect()
+        };
+        let (enc0, tgt0) = (
+            snapshot(&agent, "encoder."),
+            snapshot(&agent, "target_encoder."),
+        );
+        assert_eq!(enc0, tgt0, "the target starts as a copy");
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut batches = Vec::new();
+        for _ in 0..5 {
+            sample_round(&agent, &buf, None, 0.0, &mut rng, &mut batches).unwrap();
+            let refs: Vec<&Batch> = batches.iter().collect();
+            let info = agent.update(&refs).unwrap();
+            assert!(info.critic_loss.is_finite() && info.actor_loss.is_finite());
+        }
+        let (enc1, tgt1) = (
+            snapshot(&agent, "encoder."),
+            snapshot(&agent, "target_encoder."),
+        );
+        let moved = enc0.iter().zip(&enc1).filter(|(a, b)| a != b).count();
+        if trainable {
+            assert!(
+                moved > enc0.len() / 2,
+                "trainable encoder: {moved} of {} weights moved",
+                enc0.len()
+            );
+            assert_ne!(tgt0, tgt1, "target encoder follows");
+        } else {
+            assert_eq!(moved, 0, "frozen encoder moved");
+        }
+        // Acting with an image works through both paths.
+        let img = vec![100u8; enc.image_len()];
+        assert!(agent.act(&[0.0, 1.0, 0.0], 0, Some(&img), true).unwrap()[0].abs() <= 1.0);
+        assert!(agent.act(&[0.0, 1.0, 0.0], 0, None, true).is_err());
+    }
+}
