@@ -274,3 +274,288 @@ impl CustomOp3 for LnAct {
         ))
     }
 }
+
+/// A row-major view for [`mm`]: values, row stride, column stride.
+type View<'a> = (&'a [f32], usize, usize);
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` on strided views, bounds-checked, through `gemm`.
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    parallel: bool,
+) -> CResult<()> {
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    if !(fits(dst.len(), m, n, dst_rs, 1)
+        && fits(lhs.0.len(), m, k, lhs.1, lhs.2)
+        && fits(rhs.0.len(), k, n, rhs.1, rhs.2))
+    {
+        return Err(err("linear: matrix view out of bounds"));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    let par = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index the views can reach was checked to lie inside its slice above, the
+    // destination is a unique borrow and does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// `act(x · W + b)`: a linear layer (W `[in, out]`, b `[out]`, x `[batch, in]`) or an ensemble
+/// of them (W `[n, in, out]`, b `[n, 1, out]`, x `[batch, in]` shared or `[n, batch, in]`),
+/// in one fused CPU op. Ensemble members run in parallel, one core each; the backward pass
+/// computes only the gradients of inputs that need one (candle's matmul computes both sides
+/// always, which wastes the critic's weight gradients in the actor loss).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return bias_act(&x.broadcast_matmul(w)?, b, relu);
+    }
+    Ok(x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })?)
+}
+
+struct Linear {
+    relu: bool,
+}
+
+/// (members, batch, in, out, x shared by all members)
+fn linear_dims(x: &[usize], w: &[usize]) -> CResult<(usize, usize, usize, usize, bool)> {
+    match (x, w) {
+        ([bsz, din], [din2, dout]) if din == din2 => Ok((1, *bsz, *din, *dout, true)),
+        ([bsz, din], [n, din2, dout]) if din == din2 => Ok((*n, *bsz, *din, *dout, true)),
+        ([n1, bsz, din], [n, din2, dout]) if din == din2 && n1 == n => {
+            Ok((*n, *bsz, *din, *dout, false))
+        }
+        _ => Err(err(&format!(
+            "linear: input {x:?} does not fit weights {w:?}"
+        ))),
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (n, bsz, din, dout, shared) = linear_dims(l1.dims(), l2.dims())?;
+        if b.len() != n * dout {
+            return Err(err("linear: bias size"));
+        }
+        let mut y = vec![0f32; n * bsz * dout];
+        let member = |i: usize, yi: &mut [f32], parallel: bool| -> CResult<()> {
+            let xi = if shared {
+                x
+            } else {
+                &x[i * bsz * din..(i + 1) * bsz * din]
+            };
+            let wi = &w[i * din * dout..(i + 1) * din * dout];
+            mm(
+                bsz,
+                dout,
+                din,
+                yi,
+                dout,
+                (xi, din, 1),
+                (wi, dout, 1),
+                false,
+                parallel,
+            )?;
+            let bi = &b[i * dout..(i + 1) * dout];
+            for row in yi.chunks_exact_mut(dout) {
+                for (v, bb) in row.iter_mut().zip(bi) {
+                    *v += bb;
+                    if self.relu {
+                        *v = v.max(0.0);
+                    }
+                }
+            }
+            Ok(())
+        };
+        if n == 1 {
+            member(0, &mut y, true)?;
+        } else {
+            y.par_chunks_mut(bsz * dout)
+                .enumerate()
+                .try_for_each(|(i, yi)| member(i, yi, false))?;
+        }
+        let shape: Shape = if l2.dims().len() == 3 {
+            (n, bsz, dout).into()
+        } else {
+            (bsz, dout).into()
+        };
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use rayon::prelude::*;
+        let (n, bsz, din, dout, shared) = linear_dims(x.dims(), w.dims())?;
+        let (need_x, need_w, need_b) = (x.track_op(), w.track_op(), b.track_op());
+        let relu = self.relu;
+        let (dx, dw, db) = with_host(grad, |g| {
+            with_host(res, |y| {
+                with_host(x, |xs| {
+                    with_host(w, |ws| {
+                        let gp: Vec<f32> = if relu {
+                            g.iter()
+                                .zip(y)
+                                .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
+                                .collect()
+                        } else {
+                            g.to_vec()
+                        };
+                        let parallel = n == 1;
+                        let dw = if need_w {
+                            let mut dw = vec![0f32; n * din * dout];
+                            let f = |i: usize, dwi: &mut [f32]| -> CResult<()> {
+                                let xi = if shared {
+                                    xs
+                                } else {
+                                    &xs[i * bsz * din..(i + 1) * bsz * din]
+                                };
+                                let gi = &gp[i * bsz * dout..(i + 1) * bsz * dout];
+                                mm(
+                                    din,
+                                    dout,
+                                    bsz,
+                                    dwi,
+                                    dout,
+                                    (xi, 1, din),
+                                    (gi, dout, 1),
+                                    false,
+                                    parallel,
+                                )
+                            };
+                            if parallel {
+                                f(0, &mut dw)?;
+                            } else {
+                                dw.par_chunks_mut(din * dout)
+                                    .enumerate()
+                                    .try_for_each(|(i, d)| f(i, d))?;
+                            }
+                            Some(dw)
+                        } else {
+                            None
+                        };
+                        let db = need_b.then(|| {
+                            let mut db = vec![0f32; n * dout];
+                            for (r, row) in gp.chunks_exact(dout).enumerate() {
+                                let i = r / bsz;
+                                for (d, v) in db[i * dout..(i + 1) * dout].iter_mut().zip(row) {
+                                    *d += v;
+                                }
+                            }
+                            db
+                        });
+                        let dx = if need_x {
+                            let mut dx = vec![0f32; if shared { bsz * din } else { n * bsz * din }];
+                            if shared {
+                                for i in 0..n {
+                                    let gi = &gp[i * bsz * dout..(i + 1) * bsz * dout];
+                                    let wi = &ws[i * din * dout..(i + 1) * din * dout];
+                                    mm(
+                                        bsz,
+                                        din,
+                                        dout,
+                                        &mut dx,
+                                        din,
+                                        (gi, dout, 1),
+                                        (wi, 1, dout),
+                                        i > 0,
+                                        true,
+                                    )?;
+                                }
+                            } else {
+                                dx.par_chunks_mut(bsz * din).enumerate().try_for_each(
+                                    |(i, d)| {
+                                        let gi = &gp[i * bsz * dout..(i + 1) * bsz * dout];
+                                        let wi = &ws[i * din * dout..(i + 1) * din * dout];
+                                        mm(
+                                            bsz,
+                                            din,
+                                            dout,
+                                            d,
+                                            din,
+                                            (gi, dout, 1),
+                                            (wi, 1, dout),
+                                            false,
+                                            false,
+                                        )
+                                    },
+                                )?;
+                            }
+                            Some(dx)
+                        } else {
+                            None
+                        };
+                        Ok((dx, dw, db))
+                    })
+                })
+            })
+        })?;
+        let mk = |v: Option<Vec<f32>>, like: &Tensor| -> CResult<Option<Tensor>> {
+            v.map(|v| Tensor::from_vec(v, like.shape(), like.device()))
+                .transpose()
+        };
+        Ok((mk(dx, x)?, mk(dw, w)?, mk(db, b)?))
+    }
+}

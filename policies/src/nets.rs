@@ -11,7 +11,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fused::{bias_act, ln_act};
+use crate::fused::{linear, ln_act};
 
 /// An ordered set of named trainable tensors.
 #[derive(Clone, Default)]
@@ -126,7 +126,7 @@ impl Linear {
     /// `act(x · W + b)` with the bias and the optional ReLU fused.
     pub fn forward_act(&self, x: &Tensor, detach: bool, relu: bool) -> Result<Tensor> {
         let (w, b) = pick(&self.w, &self.b, detach);
-        bias_act(&x.broadcast_matmul(&w)?, &b, relu)
+        linear(x, &w, &b, relu)
     }
 }
 

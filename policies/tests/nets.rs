@@ -2,7 +2,7 @@
 //! independent networks, the tanh-Gaussian's log-probabilities, and the inference path.
 
 use candle_core::{D, Device, Tensor, Var};
-use rft_policies::fused::{bias_act, ln_act};
+use rft_policies::fused::{bias_act, linear, ln_act};
 use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, policy_bytes};
 use rft_policies::nets::{EncoderConfig, LN_EPS, Mlp, Params, TensorRng};
 use rft_policies::{Agent, AgentConfig, Algorithm};
@@ -47,6 +47,65 @@ fn fused_bias_relu_matches_candle_ops_in_value_and_gradient() {
             }
         }
     }
+}
+
+#[test]
+fn fused_linear_matches_candle_matmul_and_skips_unneeded_gradients() {
+    let dev = Device::Cpu;
+    let mut rng = TensorRng::new(5);
+    // (x dims, w dims, b dims): plain, ensemble with a shared input, ensemble per member.
+    let cases = [
+        (vec![9, 4], vec![4, 6], vec![6]),
+        (vec![9, 4], vec![3, 4, 6], vec![3, 1, 6]),
+        (vec![3, 9, 4], vec![3, 4, 6], vec![3, 1, 6]),
+    ];
+    for (xd, wd, bd) in cases {
+        for relu in [false, true] {
+            let x = Var::from_tensor(&rng.normal(&xd, &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(&rng.normal(&wd, &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal(&bd, &dev).unwrap()).unwrap();
+            let fused = linear(&x, &w, &b, relu).unwrap();
+            let mut plain = x.broadcast_matmul(&w).unwrap().broadcast_add(&b).unwrap();
+            if relu {
+                plain = plain.relu().unwrap();
+            }
+            assert_eq!(fused.dims(), plain.dims());
+            assert!(max_diff(&fused, &plain) < 1e-5, "{xd:?} x {wd:?}");
+            let up = rng.normal(plain.dims(), &dev).unwrap();
+            let gf = (fused * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gp = (plain * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [&x, &w, &b] {
+                let (a, c) = (gf.get(v).unwrap(), gp.get(v).unwrap());
+                assert_eq!(a.dims(), c.dims());
+                assert!(
+                    max_diff(a, c) < 1e-4,
+                    "gradient differs ({xd:?} x {wd:?}, relu {relu})"
+                );
+            }
+            // Detached weights (the actor's loss through the critic): input gradient only.
+            let wd_ = w.as_tensor().detach();
+            let bd_ = b.as_tensor().detach();
+            let y = linear(&x, &wd_, &bd_, relu).unwrap();
+            let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(g.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-4);
+            assert!(g.get(&w).is_none() && g.get(&wd_).is_none());
+        }
+    }
+    // Shapes that do not fit are an error, not a panic.
+    let x = rng.normal(&[2, 3], &dev).unwrap();
+    let w = rng.normal(&[4, 5], &dev).unwrap();
+    let b = rng.normal(&[5], &dev).unwrap();
+    assert!(linear(&x, &w, &b, false).is_err());
 }
 
 #[test]
