@@ -41,6 +41,9 @@ pub struct NetArgs {
     /// CQL regulariser weight (Cal-QL/CQL).
     #[arg(long)]
     pub cql_alpha: Option<f64>,
+    /// Tune the CQL weight with a Lagrange multiplier towards this Q gap (Cal-QL/CQL).
+    #[arg(long)]
+    pub cql_lagrange_gap: Option<f64>,
     /// Train on the CPU even when built with `cuda` and a GPU is present.
     #[arg(long)]
     pub cpu: bool,
@@ -77,6 +80,9 @@ impl NetArgs {
             }
             if let Some(a) = self.cql_alpha {
                 cql.alpha = a;
+            }
+            if let Some(g) = self.cql_lagrange_gap {
+                cql.lagrange_gap = Some(g);
             }
         }
     }

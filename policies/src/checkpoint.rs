@@ -64,7 +64,8 @@ pub struct Restored {
     pub dir: PathBuf,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+/// Lower-case hex SHA-256 (checkpoint manifests, `PolicyUpdate.sha256`).
+pub fn sha256_hex(b: &[u8]) -> String {
     let d = Sha256::digest(b);
     d.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -58,6 +58,9 @@ fn same_tensors(a: &Agent, b: &Agent) {
 #[test]
 fn round_trip_restores_everything_and_the_same_actions() {
     let (agent, data) = trained(20);
+    // The Lagrange multiplier of the CQL weight was tuned (and must survive the round trip).
+    assert_eq!(agent.log_cql_alpha.t, 20);
+    assert_ne!(agent.log_cql_alpha.value, 0.0);
     let dir = tempfile::tempdir().unwrap();
     let ck = save(
         dir.path(),
