@@ -7,14 +7,15 @@ RFT=${RFT:-target/release/rft}
 OUT=${1:-runs/calql-wsrl}
 shift || true
 SEEDS=${*:-0}
-PRE_STEPS=${PRE_STEPS:-5000}
+PRE_STEPS=${PRE_STEPS:-2000}
+NOISE=${NOISE:-0.7}
 ONLINE_STEPS=${ONLINE_STEPS:-15000}
 WARMUP=${WARMUP:-5000}
 for s in $SEEDS; do
   d="$OUT/seed$s"
   mkdir -p "$d"
-  # 1. mediocre data: a swing-up controller taking a random action half the time (return ≈ -550)
-  "$RFT" dataset pendulum --episodes 50 --noise 0.5 --seed "$s" --out "$d/data.safetensors"
+  # 1. mediocre data: a swing-up controller taking a random action 70% of the time (return ≈ -800)
+  "$RFT" dataset pendulum --episodes 50 --noise "$NOISE" --seed "$s" --out "$d/data.safetensors"
   # 2. Cal-QL (2 critics, LayerNorm, 4 sampled actions per source) with evaluation as it goes
   "$RFT" pretrain --data "$d/data.safetensors" --algo calql --steps "$PRE_STEPS" --cql-actions 4 \
     --layer-norm true --env pendulum --eval-every 500 --eval-episodes 10 --seed "$s" --out "$d/pretrain"
