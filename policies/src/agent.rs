@@ -405,12 +405,28 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Copies the online critic (and encoder) into the targets.
-    pub fn hard_update_targets(&mut self) -> Result<()> {
-        for (a, b) in [
+    /// Every parameter set: actor, critic, target, encoder, target encoder.
+    fn all_params(&self) -> [&Params; 5] {
+        [
+            &self.actor_params,
+            &self.critic_params,
+            &self.target_params,
+            &self.encoder_params,
+            &self.target_encoder_params,
+        ]
+    }
+
+    /// (target, online) pairs that soft and hard target updates copy between.
+    fn target_pairs(&self) -> [(&Params, &Params); 2] {
+        [
             (&self.target_params, &self.critic_params),
             (&self.target_encoder_params, &self.encoder_params),
-        ] {
+        ]
+    }
+
+    /// Copies the online critic (and encoder) into the targets.
+    pub fn hard_update_targets(&mut self) -> Result<()> {
+        for (a, b) in self.target_pairs() {
             for ((_, t), (_, o)) in a.iter().zip(b.iter()) {
                 t.set(o.as_tensor())?;
             }
@@ -609,10 +625,7 @@ impl Agent {
         let grads = loss.backward()?;
         self.critic_opt.step(&grads)?;
         let tau = self.cfg.tau;
-        for (a, b) in [
-            (&self.target_params, &self.critic_params),
-            (&self.target_encoder_params, &self.encoder_params),
-        ] {
+        for (a, b) in self.target_pairs() {
             for ((_, t), (_, o)) in a.iter().zip(b.iter()) {
                 polyak_var(t, o.as_tensor(), tau)?;
             }
@@ -730,13 +743,7 @@ impl Agent {
     /// All network weights by name (actor, critic, target, encoders).
     pub fn weights(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
-        for p in [
-            &self.actor_params,
-            &self.critic_params,
-            &self.target_params,
-            &self.encoder_params,
-            &self.target_encoder_params,
-        ] {
+        for p in self.all_params() {
             for (n, v) in p.iter() {
                 out.insert(n.to_string(), v.as_tensor().clone());
             }
@@ -755,13 +762,7 @@ impl Agent {
 
     /// Loads network weights saved by [`Agent::weights`] (every tensor, exact shapes).
     pub fn load_weights(&mut self, w: &HashMap<String, Tensor>) -> Result<()> {
-        for p in [
-            &self.actor_params,
-            &self.critic_params,
-            &self.target_params,
-            &self.encoder_params,
-            &self.target_encoder_params,
-        ] {
+        for p in self.all_params() {
             p.load(w)?;
         }
         Ok(())
