@@ -1,3 +1,19 @@
-//! Success classifiers, keypoint affordance scorer and reward fusion.
+//! Rewards without hand-written reward code: success classifiers (a CNN trained on a few
+//! labelled demos, a CLIP-style image model with a logistic probe, any OpenAI-compatible VLM),
+//! the KAGI keypoint affordance scorer (propose, lift, score), and reward fusion.
 //!
-//! This crate is a placeholder in the workspace foundation; its issue fills it.
+//! A plain Rust API that knows nothing of the bus; the reward node in `rft-nodes` wires it to
+//! topics.
+
+pub mod classifier;
+pub mod cnn;
+pub mod conv;
+pub mod data;
+pub mod error;
+pub mod metrics;
+
+pub use classifier::{Debouncer, ImageRef, SuccessClassifier};
+pub use cnn::{CnnClassifier, CnnConfig, CnnTrainConfig, TrainReport};
+pub use data::LabelledFrames;
+pub use error::{Error, Result};
+pub use metrics::Confusion;

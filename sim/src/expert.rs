@@ -144,6 +144,13 @@ impl PushExpert {
             phase: PushPhase::Above,
         }
     }
+
+    /// Pushes towards `goal` (table xy) instead of the region's centre: near misses and
+    /// partial attempts for classifier data.
+    pub fn with_goal(mut self, goal: Vector2<f64>) -> Self {
+        self.goal = goal;
+        self
+    }
 }
 
 impl Expert for PushExpert {

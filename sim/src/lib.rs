@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod expert;
+pub mod frames;
 pub mod model;
 pub mod render;
 pub mod task;
@@ -14,6 +15,7 @@ pub mod world;
 
 pub use error::{CommandError, Error, Result};
 pub use expert::{Expert, ExpertAction, ExpertObs, TwistController};
+pub use frames::{DemoFrames, DemoFramesConfig, DemoKind, demo_frames};
 pub use model::{Geom, RobotModel};
 pub use render::{Camera, Frame, Renderer};
 pub use task::{Direction, Region, TaskKind, TaskStatus};
