@@ -11,6 +11,7 @@ pub mod conv;
 pub mod data;
 pub mod error;
 pub mod metrics;
+pub mod vlm;
 
 pub use classifier::{Debouncer, ImageRef, SuccessClassifier};
 pub use cnn::{CnnClassifier, CnnConfig, CnnTrainConfig, TrainReport};
