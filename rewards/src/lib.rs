@@ -10,6 +10,7 @@ pub mod cnn;
 pub mod conv;
 pub mod data;
 pub mod error;
+pub mod keypoints;
 pub mod metrics;
 pub mod vlm;
 

@@ -130,6 +130,45 @@ pub fn threshold_for_precision(scores: &[f32], labels: &[bool], target: f64) -> 
     best
 }
 
+/// Ranks with ties averaged (1-based).
+fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            r[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation (Pearson correlation of the tie-averaged ranks); 0 when either
+/// side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (ra, rb) = (ranks(&a[..n]), ranks(&b[..n]));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n.max(1) as f64;
+    let (ma, mb) = (mean(&ra), mean(&rb));
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
+}
+
 /// The best precision any threshold with a true positive reaches.
 pub fn max_precision(scores: &[f32], labels: &[bool]) -> f64 {
     let mut v: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
@@ -165,6 +204,16 @@ mod tests {
         assert_eq!(roc_auc(&[0.5, 0.5, 0.5, 0.5], &labels), 0.5);
         // One of four positive-negative pairs is in the wrong order.
         assert_eq!(roc_auc(&[0.1, 0.7, 0.6, 0.9], &labels), 0.75);
+    }
+
+    #[test]
+    fn spearman_of_monotone_reversed_and_tied_sequences() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert!((spearman(&a, &[10.0, 20.0, 25.0, 100.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(spearman(&a, &[1.0, 1.0, 1.0, 1.0]), 0.0);
+        // Ranks [1, 2, 3.5, 3.5] against [1, 2, 3, 4]: 0.9487.
+        assert!((spearman(&a, &[0.0, 1.0, 2.0, 2.0]) - 0.948_683).abs() < 1e-5);
     }
 
     #[test]
