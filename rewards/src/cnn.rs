@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::{ImageRef, SuccessClassifier};
 use crate::data::LabelledFrames;
 use crate::error::{Error, Result};
-use crate::metrics::{Confusion, threshold_for_precision};
+use crate::metrics::{Confusion, calibrate};
 
 /// The network's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,11 +415,7 @@ impl CnnClassifier {
         }
         let frames: Vec<ImageRef<'_>> = (0..val.len()).map(|i| val.image(i)).collect();
         let scores = self.probabilities(&frames)?;
-        let (threshold, reached) =
-            match threshold_for_precision(&scores, &val.label, tc.target_precision) {
-                Some(t) => (t, true),
-                None => (best_precision_threshold(&scores, &val.label), false),
-            };
+        let (threshold, reached) = calibrate(&scores, &val.label, tc.target_precision);
         self.threshold = threshold;
         let report = TrainReport {
             task: self.task.clone(),
@@ -535,10 +531,4 @@ impl SuccessClassifier for CnnClassifier {
 pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> candle_core::Result<Tensor> {
     let soft = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     (logits.relu()? - (logits * target)? + soft)?.mean_all()
-}
-
-/// The threshold with the highest precision that still admits a true positive.
-fn best_precision_threshold(scores: &[f32], labels: &[bool]) -> f32 {
-    let best = crate::metrics::max_precision(scores, labels);
-    threshold_for_precision(scores, labels, best - 1e-12).unwrap_or(0.5)
 }

@@ -133,7 +133,7 @@ fn colour_blobs(image: &ImageRef<'_>, min_area: u32) -> Vec<(f64, f64)> {
             blobs.push((n, su / f64::from(n), sv / f64::from(n)));
         }
     }
-    blobs.sort_by(|a, b| b.0.cmp(&a.0));
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.0));
     blobs.into_iter().map(|(_, u, v)| (u, v)).collect()
 }
 

@@ -6,10 +6,12 @@
 //! topics.
 
 pub mod classifier;
+pub mod clip;
 pub mod cnn;
 pub mod conv;
 pub mod data;
 pub mod error;
+pub mod fusion;
 pub mod keypoints;
 pub mod metrics;
 pub mod vlm;

@@ -169,6 +169,21 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
+/// τ for `target` precision on held-out scores; when no threshold reaches it, the one with
+/// the best precision and `false`.
+pub fn calibrate(scores: &[f32], labels: &[bool], target: f64) -> (f32, bool) {
+    match threshold_for_precision(scores, labels, target) {
+        Some(t) => (t, true),
+        None => {
+            let best = max_precision(scores, labels);
+            (
+                threshold_for_precision(scores, labels, best - 1e-12).unwrap_or(0.5),
+                false,
+            )
+        }
+    }
+}
+
 /// The best precision any threshold with a true positive reaches.
 pub fn max_precision(scores: &[f32], labels: &[bool]) -> f64 {
     let mut v: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();

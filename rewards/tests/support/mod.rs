@@ -22,10 +22,12 @@ pub enum Reply {
     Raw(String),
 }
 
+type Headers = Vec<(String, String)>;
+
 pub struct Server {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Value>>>,
-    pub headers: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub headers: Arc<Mutex<Vec<Headers>>>,
 }
 
 /// A chat completion whose content is `text`, with first-token top logprobs when given.
