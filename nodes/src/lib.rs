@@ -9,6 +9,7 @@ pub mod learntools;
 pub mod nodes;
 pub mod plot;
 pub mod record;
+pub mod rewardtools;
 pub mod runtime;
 pub mod simtools;
 pub mod tools;

@@ -54,6 +54,30 @@ enum SimCmd {
         #[arg(long)]
         urdf: Option<PathBuf>,
     },
+    /// Render scripted demos (successes, near misses, partial attempts) as labelled frames
+    /// for `rft train-reward`: `rft sim frames --direction forward --episodes 45 --out f.safetensors`.
+    Frames {
+        #[arg(long, default_value = "push")]
+        task: String,
+        #[arg(long, default_value = "forward")]
+        direction: String,
+        #[arg(long, default_value_t = 45)]
+        episodes: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 128)]
+        width: u32,
+        #[arg(long, default_value_t = 128)]
+        height: u32,
+        /// Camera frames per simulated second.
+        #[arg(long, default_value_t = 5.0)]
+        frame_hz: f64,
+        /// Share of failed episodes.
+        #[arg(long, default_value_t = 1.0 / 3.0)]
+        failure_fraction: f64,
+        #[arg(long, default_value = "frames.safetensors")]
+        out: PathBuf,
+    },
     /// Run the scripted experts on randomised episodes and print their success rates.
     Experts {
         #[arg(long, default_value = "push")]
@@ -160,6 +184,8 @@ enum Cmd {
     Pretrain(learntools::PretrainArgs),
     /// Write a built-in offline dataset: `rft dataset pendulum --episodes 50 --noise 0.5`.
     Dataset(learntools::DatasetArgs),
+    /// Train a success classifier on labelled frames: `rft train-reward --data f.safetensors`.
+    TrainReward(rft_nodes::rewardtools::TrainRewardArgs),
     /// Plot learning curves from metrics CSVs: `rft plot run/metrics.csv --y eval_return`.
     Plot(learntools::PlotArgs),
     /// The simulator: render a picture, run the scripted experts.
@@ -331,6 +357,31 @@ fn run_sim(cmd: SimCmd) -> anyhow::Result<()> {
             println!("wrote {} ({what})", out.display());
             Ok(())
         }
+        SimCmd::Frames {
+            task,
+            direction,
+            episodes,
+            seed,
+            width,
+            height,
+            frame_hz,
+            failure_fraction,
+            out,
+        } => {
+            let args = rft_nodes::rewardtools::FramesArgs {
+                task: simtools::task(&task)?,
+                direction: simtools::direction(&direction)?,
+                episodes,
+                seed,
+                width,
+                height,
+                frame_hz,
+                failure_fraction,
+            };
+            let what = rft_nodes::rewardtools::frames(&args, &out)?;
+            println!("wrote {}: {what}", out.display());
+            Ok(())
+        }
         SimCmd::Experts {
             task,
             direction,
@@ -415,6 +466,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Cmd::Train(a) => learntools::train(&a).map(|_| ()),
         Cmd::Pretrain(a) => learntools::pretrain(&a).map(|_| ()),
         Cmd::Dataset(a) => learntools::dataset(&a),
+        Cmd::TrainReward(a) => rft_nodes::rewardtools::train_reward(&a).map(|_| ()),
         Cmd::Plot(a) => learntools::plot(&a),
         Cmd::Record {
             out,
