@@ -3,6 +3,7 @@
 mod joint_sine;
 mod kinematic_arm;
 mod recorder;
+mod reward;
 mod safety_filter;
 mod sim_robot;
 mod test_camera;
@@ -15,6 +16,9 @@ use serde::de::DeserializeOwned;
 pub use joint_sine::{JointSine, JointSineParams};
 pub use kinematic_arm::{KinematicArm, KinematicArmParams};
 pub use recorder::{Recorder, RecorderParams};
+pub use reward::{
+    ClassifierSpec, KeypointSpec, RewardCounts, RewardNode, RewardParams, WaypointSpec,
+};
 pub use safety_filter::{SafetyCounts, SafetyFilter, SafetyFilterParams};
 pub use sim_robot::{SimRobot, SimRobotCounts, SimRobotParams};
 pub use test_camera::{TestCamera, TestCameraParams};
@@ -33,6 +37,7 @@ pub enum NodeParams {
     Recorder(RecorderParams),
     SafetyFilter(Box<SafetyFilterParams>),
     SimRobot(Box<SimRobotParams>),
+    Reward(Box<RewardParams>),
 }
 
 /// Node kinds, for error messages and `rft --help`.
@@ -43,6 +48,7 @@ pub const KINDS: &[&str] = &[
     "recorder",
     "safety_filter",
     "sim_robot",
+    "reward",
 ];
 
 fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
@@ -68,6 +74,7 @@ impl NodeParams {
             "recorder" => Self::Recorder(de(params)?),
             "safety_filter" => Self::SafetyFilter(Box::new(de(params)?)),
             "sim_robot" => Self::SimRobot(Box::new(de(params)?)),
+            "reward" => Self::Reward(Box::new(de(params)?)),
             other => {
                 return Err((
                     String::new(),
@@ -89,6 +96,7 @@ impl NodeParams {
             Self::Recorder(p) => p.validate(),
             Self::SafetyFilter(p) => p.validate(),
             Self::SimRobot(p) => p.validate(),
+            Self::Reward(p) => p.validate(),
         }
     }
 
@@ -98,6 +106,7 @@ impl NodeParams {
         match self {
             Self::SafetyFilter(p) => p.resolve_paths(base),
             Self::SimRobot(p) => p.resolve_paths(base),
+            Self::Reward(p) => p.resolve_paths(base),
             _ => {}
         }
     }
@@ -112,6 +121,8 @@ impl NodeParams {
             Self::SafetyFilter(_) => 100.0,
             // The joint-state rate; physics runs at its own rate underneath.
             Self::SimRobot(_) => 100.0,
+            // At most the camera's rate; each new frame is scored once.
+            Self::Reward(_) => 10.0,
         }
     }
 
@@ -147,6 +158,7 @@ pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<B
             Box::new(SafetyFilter::new(name, (**p).clone(), period, handle)?)
         }
         NodeParams::SimRobot(p) => Box::new(SimRobot::new(name, (**p).clone(), period, handle)?),
+        NodeParams::Reward(p) => Box::new(RewardNode::new(name, (**p).clone(), period, handle)?),
     })
 }
 

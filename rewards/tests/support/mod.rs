@@ -102,7 +102,12 @@ fn respond(s: &mut TcpStream, reply: &Reply) {
 
 /// Serves `script` in order (the last reply repeats) on a free loopback port.
 pub fn serve(script: Vec<Reply>) -> Server {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(0, script)
+}
+
+/// Like [`serve`], on loopback port `port` (0: any free one).
+pub fn serve_on(port: u16, script: Vec<Reply>) -> Server {
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let url = format!("http://{}/v1", l.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
     let headers = Arc::new(Mutex::new(Vec::new()));
