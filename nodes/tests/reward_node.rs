@@ -218,7 +218,7 @@ fn a_trained_cnn_scores_frames_as_the_library_does() {
             "{} vs {want}",
             r.success_prob
         );
-        assert_eq!(r.success, false, "τ 0.99 with 3 frames");
+        assert!(!r.success, "τ 0.99 with 3 frames");
         assert_eq!(r.source, "cnn:push/forward");
         assert_eq!(r.dense, 0.0);
     }
