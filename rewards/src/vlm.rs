@@ -77,6 +77,15 @@ impl VlmConfig {
                 format!("{:?} is not an http:// or https:// URL", self.base_url),
             ));
         }
+        if cfg!(not(feature = "tls")) && self.base_url.starts_with("https://") {
+            return Err(Error::config(
+                "base_url",
+                format!(
+                    "{:?} is https, and this build has no TLS: rebuild with `--features tls`",
+                    self.base_url
+                ),
+            ));
+        }
         if self.model.is_empty() {
             return Err(Error::config("model", "is empty; name the served model"));
         }

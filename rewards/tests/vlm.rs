@@ -311,5 +311,8 @@ fn bad_config_is_rejected_before_any_request() {
             .unwrap()
             .contains("RFT_SURELY_UNSET_VAR")
     );
+    if cfg!(not(feature = "tls")) {
+        assert!(bad(|c| c.base_url = "https://api.example.com/v1".into()).unwrap().contains("--features tls"));
+    }
     assert!(bad(|_| {}).is_none());
 }
