@@ -312,7 +312,11 @@ fn bad_config_is_rejected_before_any_request() {
             .contains("RFT_SURELY_UNSET_VAR")
     );
     if cfg!(not(feature = "tls")) {
-        assert!(bad(|c| c.base_url = "https://api.example.com/v1".into()).unwrap().contains("--features tls"));
+        assert!(
+            bad(|c| c.base_url = "https://api.example.com/v1".into())
+                .unwrap()
+                .contains("--features tls")
+        );
     }
     assert!(bad(|_| {}).is_none());
 }
