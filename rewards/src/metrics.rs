@@ -102,14 +102,13 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> f64 {
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
-/// The lowest threshold whose precision on `(scores, labels)` is at least `target`, keeping
-/// some recall; `None` when no threshold with a true positive reaches it.
-pub fn threshold_for_precision(scores: &[f32], labels: &[bool], target: f64) -> Option<f32> {
+/// Sweeps the threshold down through the distinct scores, highest first: for each, the score,
+/// the next lower score (if any) and the running (tp, fp) of everything scoring at or above it.
+fn sweep(scores: &[f32], labels: &[bool]) -> Vec<(f32, Option<f32>, u64, u64)> {
     let mut v: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    // Highest score first: lowering the threshold past each score admits it.
     v.sort_by(|a, b| b.0.total_cmp(&a.0));
     let (mut tp, mut fp) = (0u64, 0u64);
-    let mut best = None;
+    let mut out = Vec::new();
     let mut i = 0;
     while i < v.len() {
         let s = v[i].0;
@@ -121,13 +120,20 @@ pub fn threshold_for_precision(scores: &[f32], labels: &[bool], target: f64) -> 
             }
             i += 1;
         }
-        if tp > 0 && tp as f64 / (tp + fp) as f64 >= target {
-            // Everything scoring >= s is predicted positive: a threshold just under s.
-            let next = v.get(i).map_or(s - 1e-3, |x| x.0);
-            best = Some(0.5 * (s + next));
-        }
+        out.push((s, v.get(i).map(|x| x.0), tp, fp));
     }
-    best
+    out
+}
+
+/// The lowest threshold whose precision on `(scores, labels)` is at least `target`, keeping
+/// some recall; `None` when no threshold with a true positive reaches it.
+pub fn threshold_for_precision(scores: &[f32], labels: &[bool], target: f64) -> Option<f32> {
+    sweep(scores, labels)
+        .into_iter()
+        .filter(|&(_, _, tp, fp)| tp > 0 && tp as f64 / (tp + fp) as f64 >= target)
+        // Everything scoring >= s is predicted positive: a threshold just under s.
+        .map(|(s, next, _, _)| 0.5 * (s + next.unwrap_or(s - 1e-3)))
+        .last()
 }
 
 /// Ranks with ties averaged (1-based).
@@ -186,25 +192,11 @@ pub fn calibrate(scores: &[f32], labels: &[bool], target: f64) -> (f32, bool) {
 
 /// The best precision any threshold with a true positive reaches.
 pub fn max_precision(scores: &[f32], labels: &[bool]) -> f64 {
-    let mut v: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp, mut best) = (0u64, 0u64, 0.0f64);
-    let mut i = 0;
-    while i < v.len() {
-        let s = v[i].0;
-        while i < v.len() && v[i].0 == s {
-            if v[i].1 {
-                tp += 1
-            } else {
-                fp += 1
-            }
-            i += 1;
-        }
-        if tp > 0 {
-            best = best.max(tp as f64 / (tp + fp) as f64);
-        }
-    }
-    best
+    sweep(scores, labels)
+        .into_iter()
+        .filter(|&(_, _, tp, _)| tp > 0)
+        .map(|(_, _, tp, fp)| tp as f64 / (tp + fp) as f64)
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]
