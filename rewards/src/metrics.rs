@@ -133,7 +133,7 @@ pub fn threshold_for_precision(scores: &[f32], labels: &[bool], target: f64) -> 
         .filter(|&(_, _, tp, fp)| tp > 0 && tp as f64 / (tp + fp) as f64 >= target)
         // Everything scoring >= s is predicted positive: a threshold just under s.
         .map(|(s, next, _, _)| 0.5 * (s + next.unwrap_or(s - 1e-3)))
-        .last()
+        .next_back()
 }
 
 /// Ranks with ties averaged (1-based).
