@@ -95,6 +95,11 @@ pub struct Prepared {
 
 /// Builds the bus, run directory and nodes (all of them, or only `only`).
 pub fn prepare(launch: &Launch, only: Option<&str>) -> Result<Prepared> {
+    prepare_in(launch, only, None)
+}
+
+/// [`prepare`] into an existing run directory (`None`: a new one).
+pub fn prepare_in(launch: &Launch, only: Option<&str>, dir: Option<PathBuf>) -> Result<Prepared> {
     if let Some(name) = only {
         if !launch.nodes.iter().any(|n| n.entry.name == name) {
             let names: Vec<&str> = launch.nodes.iter().map(|n| n.entry.name.as_str()).collect();
@@ -117,7 +122,10 @@ pub fn prepare(launch: &Launch, only: Option<&str>) -> Result<Prepared> {
         ClockKind::Sim => Clock::Sim(Arc::new(SimClock::default())),
     };
     let bus = open_bus(&launch.file.bus)?;
-    let run_dir = make_run_dir(launch, only)?;
+    let run_dir = match dir {
+        Some(d) => d,
+        None => make_run_dir(launch, only)?,
+    };
     let ctx = LaunchCtx {
         run_dir: run_dir.clone(),
     };

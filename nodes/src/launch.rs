@@ -32,6 +32,10 @@ pub struct LaunchFile {
     pub clock: ClockConfig,
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// The sim pipeline (demos, reward classifiers, pre-training, reset-free fine-tuning,
+    /// evaluation) that `rft launch` runs before the nodes.
+    #[serde(default)]
+    pub pipeline: Option<crate::autonomy::pipeline::PipelineConfig>,
 }
 
 fn default_runs_dir() -> PathBuf {
@@ -180,6 +184,12 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
             format!("must be a positive number of seconds, got {d}"),
         ));
     }
+    if let Some(p) = &f.pipeline
+        && p.enabled
+    {
+        p.validate()
+            .map_err(|(k, r)| err(&format!("pipeline.{k}"), r))?;
+    }
     if !(f.progress_s.is_finite() && f.progress_s > 0.0) {
         return Err(err(
             "progress_s",
@@ -279,7 +289,7 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
 
 /// Applies `a.b.c=value` (value parsed as TOML, else taken as a string). Numeric segments index
 /// arrays: `nodes.0.rate_hz=20`.
-fn apply_override(path: &Path, table: &mut toml::Table, o: &str) -> Result<()> {
+pub fn apply_override(path: &Path, table: &mut toml::Table, o: &str) -> Result<()> {
     let Some((key, raw)) = o.split_once('=') else {
         return Err(launch_err(path, o, "--set needs KEY=VALUE"));
     };

@@ -2,6 +2,7 @@
 //! r2r), the node runtime, launch files, nodes, recording, and the CLI tools.
 
 pub mod app;
+pub mod autonomy;
 pub mod bus;
 mod error;
 pub mod launch;

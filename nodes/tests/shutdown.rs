@@ -86,6 +86,8 @@ fn ctrl_c_stops_a_launch_within_one_second() {
             "launch",
             "launch/sim_dry_run.toml",
             "--set",
+            "pipeline.enabled=false",
+            "--set",
             "duration_s=120",
             "--set",
             "progress_s=0.3",

@@ -3,10 +3,10 @@
 //! never sees it.
 
 use nalgebra::{Isometry3, Vector2, Vector3};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A task the scene is laid out for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Push the cube from the start region into the target region (and back).

@@ -329,6 +329,16 @@ impl SafetyFilterParams {
         self.build(None).map(|_| ())
     }
 
+    /// The CBF filter and the differential IK these parameters describe, for a robot first
+    /// seen at `q` (what the node builds on its first joint state). The in-process sim loop
+    /// uses it to run the same filter without a bus.
+    pub fn filter_and_ik(&self, q: &[f64]) -> std::result::Result<(CbfFilter, DiffIk), Invalid> {
+        let built = self.build(Some(q))?;
+        let rest = self.rest_position.clone().unwrap_or(q.to_vec());
+        let ik = DiffIk::new(&built.chain, self.ik_damping, self.nullspace_gain, rest);
+        Ok((self.make_filter(built), ik))
+    }
+
     fn build(&self, first_state: Option<&[f64]>) -> std::result::Result<Built, Invalid> {
         let mut chain = Chain::from_urdf_file(&self.urdf, &self.base_link, &self.tip_link)
             .map_err(|e| ("urdf".to_string(), e.to_string()))?;
@@ -900,15 +910,13 @@ impl SafetyFilter {
     }
 
     fn build_at(&self, q: &[f64]) -> Result<(CbfFilter, DiffIk)> {
-        let built = self
+        let (f, ik) = self
             .p
-            .build(Some(q))
+            .filter_and_ik(q)
             .map_err(|(k, r)| Error::node(&self.name, format!("params.{k}: {r}")))?;
-        let rest = self.p.rest_position.clone().unwrap_or(q.to_vec());
-        let ik = DiffIk::new(&built.chain, self.p.ik_damping, self.p.nullspace_gain, rest);
-        tracing::info!(node = %self.name, self_pairs = built.cbf.self_pairs.len(),
+        tracing::info!(node = %self.name, self_pairs = f.config().self_pairs.len(),
             "safety filter ready");
-        Ok((self.p.make_filter(built), ik))
+        Ok((f, ik))
     }
 
     fn publish(&mut self, ctx: &StepCtx<'_>, gripper: Option<f64>) -> Result<()> {

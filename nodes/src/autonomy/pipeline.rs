@@ -1,0 +1,800 @@
+//! The full pipeline from zero on the simulated push task: (1) scripted demos, (2) the success
+//! classifiers trained on labelled frames of scripted demos, (3) Cal-QL pre-training of one
+//! task-conditioned policy for both directions, (4) reset-free fine-tuning with rewards from
+//! the classifiers only, (5) evaluation against ground truth. Each stage writes its artifacts
+//! under the run directory; a stage given an existing artifact skips its work.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rft_policies::dataset::buffer_from_episodes;
+use rft_policies::handle::{InferencePolicy, PolicyHandle};
+use rft_policies::train::{MetricsCsv, ProgressLine, train_offline};
+use rft_policies::{Agent, AgentConfig, Algorithm, ObsNorm, ReplayBuffer, checkpoint};
+use rft_rewards::{CnnClassifier, CnnConfig, CnnTrainConfig, LabelledFrames, SuccessClassifier};
+use rft_sim::{DemoFramesConfig, Direction, demo_frames};
+use serde::{Deserialize, Serialize};
+
+use super::action::ACTION_DIM;
+use super::demos::{DemoConfig, collect, successes};
+use super::eval::{EvalResult, evaluate};
+use super::finetune::{Classifiers, FinetuneConfig, FinetuneLog, RunFiles, finetune, write_json};
+use super::obs::STATE_OBS_DIM;
+use super::plant::{PlantConfig, SimPlant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardStageConfig {
+    /// Scripted demos per direction whose frames train the classifier (successes, near
+    /// misses and partial attempts).
+    pub episodes: usize,
+    pub steps: usize,
+    pub target_precision: f64,
+    pub seed: u64,
+    /// Existing classifiers (`rft train-reward` output) instead of training.
+    pub forward: Option<PathBuf>,
+    pub backward: Option<PathBuf>,
+}
+
+impl Default for RewardStageConfig {
+    fn default() -> Self {
+        Self {
+            episodes: 45,
+            steps: 800,
+            target_precision: 0.95,
+            seed: 0,
+            forward: None,
+            backward: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainStageConfig {
+    /// calql | cql | bc
+    pub algorithm: String,
+    pub steps: u64,
+    pub hidden: Vec<usize>,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub critics: usize,
+    /// LayerNorm in actor and critics (keeps Q-values bounded when fine-tuning starts).
+    pub layer_norm: bool,
+    /// CQL actions sampled per state from each source.
+    pub cql_actions: usize,
+    pub seed: u64,
+    /// An existing checkpoint (directory, or a checkpoints root with LATEST).
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl Default for PretrainStageConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: "calql".into(),
+            steps: 3_000,
+            hidden: vec![256, 256],
+            batch_size: 256,
+            lr: 3e-4,
+            critics: 2,
+            layer_norm: true,
+            cql_actions: 4,
+            seed: 0,
+            checkpoint: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalStageConfig {
+    pub episodes: usize,
+    pub seed: u64,
+    pub max_s: f64,
+}
+
+impl Default for EvalStageConfig {
+    fn default() -> Self {
+        Self {
+            episodes: 50,
+            seed: 5_000_000,
+            max_s: 20.0,
+        }
+    }
+}
+
+/// Which stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Demos,
+    Reward,
+    Pretrain,
+    Finetune,
+    Eval,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// `rft launch` runs the pipeline before the nodes (false: only the nodes).
+    pub enabled: bool,
+    pub stages: Vec<Stage>,
+    pub plant: PlantConfig,
+    pub demos: DemoConfig,
+    /// An existing demo buffer (`demos.safetensors` of an earlier run) instead of collecting.
+    pub demos_path: Option<PathBuf>,
+    pub reward: RewardStageConfig,
+    pub pretrain: PretrainStageConfig,
+    pub finetune: FinetuneConfig,
+    pub eval: EvalStageConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stages: vec![
+                Stage::Demos,
+                Stage::Reward,
+                Stage::Pretrain,
+                Stage::Finetune,
+                Stage::Eval,
+            ],
+            plant: PlantConfig::default(),
+            demos: DemoConfig::default(),
+            demos_path: None,
+            reward: RewardStageConfig::default(),
+            pretrain: PretrainStageConfig::default(),
+            finetune: FinetuneConfig::default(),
+            eval: EvalStageConfig::default(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks every value before anything runs; errors name the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let e = |k: &str, r: String| Err((k.to_string(), r));
+        self.plant
+            .validate()
+            .map_err(|(k, r)| (format!("plant.{k}"), r))?;
+        if self.plant.task != rft_sim::TaskKind::Push {
+            return e(
+                "plant.task",
+                "the sim loop's observation and demos are built for push".into(),
+            );
+        }
+        self.finetune
+            .schedule
+            .validate()
+            .map_err(|(k, r)| (format!("finetune.schedule.{k}"), r))?;
+        let d = &self.demos;
+        if d.episodes_per_direction == 0 {
+            return e("demos.episodes_per_direction", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&d.noisy_fraction) {
+            return e(
+                "demos.noisy_fraction",
+                format!("{} is outside [0, 1]", d.noisy_fraction),
+            );
+        }
+        if !(d.noise_std.is_finite() && d.noise_std >= 0.0) {
+            return e("demos.noise_std", format!("{} must be ≥ 0", d.noise_std));
+        }
+        if self.reward.episodes < 4 {
+            return e(
+                "reward.episodes",
+                "need at least 4 demos (one is held out)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.reward.target_precision) {
+            return e("reward.target_precision", "must be in [0, 1]".into());
+        }
+        let algo: Algorithm = self
+            .pretrain
+            .algorithm
+            .parse()
+            .map_err(|x: rft_policies::Error| ("pretrain.algorithm".to_string(), x.to_string()))?;
+        if !matches!(algo, Algorithm::Calql | Algorithm::Cql | Algorithm::Bc) {
+            return e(
+                "pretrain.algorithm",
+                format!("{algo} is not offline (calql, cql, bc)"),
+            );
+        }
+        if self.pretrain.hidden.is_empty() || self.pretrain.hidden.contains(&0) {
+            return e("pretrain.hidden", "layer sizes must be positive".into());
+        }
+        if self.pretrain.critics == 0 || self.pretrain.batch_size == 0 {
+            return e(
+                "pretrain.critics",
+                "critics and batch_size must be ≥ 1".into(),
+            );
+        }
+        let f = &self.finetune;
+        if f.utd == 0 {
+            return e("finetune.utd", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&f.offline_ratio) {
+            return e("finetune.offline_ratio", "must be in [0, 1]".into());
+        }
+        if self.eval.episodes == 0 && self.stages.contains(&Stage::Eval) {
+            return e("eval.episodes", "must be at least 1".into());
+        }
+        let has = |s: Stage| self.stages.contains(&s);
+        if has(Stage::Finetune) && !has(Stage::Pretrain) && self.pretrain.checkpoint.is_none() {
+            return e(
+                "stages",
+                "finetune needs the pretrain stage or pretrain.checkpoint".into(),
+            );
+        }
+        if has(Stage::Finetune)
+            && !has(Stage::Reward)
+            && (self.reward.forward.is_none() || self.reward.backward.is_none())
+        {
+            return e(
+                "stages",
+                "finetune needs the reward stage or both reward.forward and reward.backward".into(),
+            );
+        }
+        if has(Stage::Pretrain) && !has(Stage::Demos) && self.demos_path.is_none() {
+            return e(
+                "stages",
+                "pretrain needs the demos stage or demos_path".into(),
+            );
+        }
+        for (k, p) in [
+            ("demos_path", &self.demos_path),
+            ("reward.forward", &self.reward.forward),
+            ("reward.backward", &self.reward.backward),
+            ("pretrain.checkpoint", &self.pretrain.checkpoint),
+        ] {
+            if let Some(p) = p
+                && !p.exists()
+            {
+                return e(k, format!("{} does not exist", p.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the pipeline produced (also `summary.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipelineSummary {
+    pub demos: Option<PathBuf>,
+    pub demo_successes: Option<[usize; 2]>,
+    pub reward_forward: Option<PathBuf>,
+    pub reward_backward: Option<PathBuf>,
+    pub pretrained: Option<PathBuf>,
+    pub pretrained_eval: Option<[EvalResult; 2]>,
+    pub finetuned: Option<PathBuf>,
+    pub finetune: Option<FinetuneLog>,
+    pub final_eval: Option<[EvalResult; 2]>,
+    pub stage_wall_s: Vec<(Stage, f64)>,
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[pipeline] {}", msg.as_ref());
+}
+
+/// Runs the configured stages under `dir`.
+pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> {
+    cfg.validate()
+        .map_err(|(k, r)| anyhow::anyhow!("pipeline.{k}: {r}"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut s = PipelineSummary::default();
+    let has = |st: Stage| cfg.stages.contains(&st);
+    let timed = |s: &mut PipelineSummary, st: Stage, t: std::time::Instant| {
+        s.stage_wall_s.push((st, t.elapsed().as_secs_f64()));
+        say(format!("{st:?} took {:.0} s", t.elapsed().as_secs_f64()));
+    };
+    let dev = rft_policies::device(true);
+    // (1) demos
+    let demos_file = dir.join("demos").join("demos.safetensors");
+    let mut demos: Option<ReplayBuffer> = None;
+    if let Some(p) = &cfg.demos_path {
+        demos = Some(ReplayBuffer::load(p).with_context(|| format!("demos_path {}", p.display()))?);
+        s.demos = Some(p.clone());
+    } else if has(Stage::Demos) {
+        let t = std::time::Instant::now();
+        let n = 2 * cfg.demos.episodes_per_direction;
+        say(format!("collecting {n} scripted demos (both directions)"));
+        let eps = collect(&cfg.plant, &cfg.demos, |i, n| {
+            if i % 10 == 0 || i == n {
+                say(format!("demo {i}/{n}"));
+            }
+        })?;
+        let ok = successes(&eps);
+        say(format!(
+            "demos: {} transitions; successful forward {}/{}, backward {}/{}",
+            eps.iter().map(|e| e.len()).sum::<usize>(),
+            ok[0],
+            cfg.demos.episodes_per_direction,
+            ok[1],
+            cfg.demos.episodes_per_direction
+        ));
+        let buf = buffer_from_episodes(&eps, 0.99, None, 0)?;
+        std::fs::create_dir_all(demos_file.parent().unwrap_or(dir))?;
+        buf.save(&demos_file)?;
+        s.demos = Some(demos_file.clone());
+        s.demo_successes = Some(ok);
+        demos = Some(buf);
+        timed(&mut s, Stage::Demos, t);
+    } else if demos_file.exists() {
+        demos = Some(ReplayBuffer::load(&demos_file)?);
+        s.demos = Some(demos_file.clone());
+    }
+    // (2) success classifiers
+    let mut clfs: Vec<(CnnClassifier, String)> = Vec::new();
+    let t = std::time::Instant::now();
+    for dir_ in Direction::ALL {
+        let given = match dir_ {
+            Direction::Forward => &cfg.reward.forward,
+            Direction::Backward => &cfg.reward.backward,
+        };
+        let task = format!("{}/{}", cfg.plant.task, dir_.name());
+        let file = dir
+            .join("reward")
+            .join(dir_.name())
+            .join("reward.safetensors");
+        let path = if let Some(p) = given {
+            p.clone()
+        } else if has(Stage::Reward) {
+            train_classifier(cfg, dir_, &task, &file, &dev)?;
+            file
+        } else if file.exists() {
+            file
+        } else {
+            continue;
+        };
+        let c = CnnClassifier::load(&path, &dev)
+            .with_context(|| format!("reward classifier {}", path.display()))?;
+        match dir_ {
+            Direction::Forward => s.reward_forward = Some(path),
+            Direction::Backward => s.reward_backward = Some(path),
+        }
+        clfs.push((c, task));
+    }
+    if has(Stage::Reward) && cfg.reward.forward.is_none() {
+        timed(&mut s, Stage::Reward, t);
+    }
+    // (3) pre-training
+    let pre_root = dir.join("pretrain");
+    let mut agent: Option<Agent> = None;
+    if let Some(p) = &cfg.pretrain.checkpoint {
+        agent = Some(load_agent(p, &dev)?);
+        s.pretrained = Some(p.clone());
+    } else if has(Stage::Pretrain) {
+        let Some(data) = demos.as_ref() else {
+            anyhow::bail!("the pretrain stage needs demos: run the demos stage or set demos_path");
+        };
+        let t = std::time::Instant::now();
+        let a = pretrain(cfg, data, &pre_root, &dev)?;
+        s.pretrained = Some(pre_root.join("checkpoints"));
+        agent = Some(a);
+        timed(&mut s, Stage::Pretrain, t);
+    } else if pre_root.join("checkpoints").exists() {
+        agent = Some(load_agent(&pre_root.join("checkpoints"), &dev)?);
+        s.pretrained = Some(pre_root.join("checkpoints"));
+    }
+    // Ground truth of the pre-trained policy, for the before/after comparison.
+    if let Some(a) = agent.as_ref()
+        && has(Stage::Eval)
+    {
+        let t = std::time::Instant::now();
+        let r = eval_agent(a, cfg)?;
+        say(format!(
+            "pre-trained policy: forward {}, backward {}",
+            r[0].rate, r[1].rate
+        ));
+        s.pretrained_eval = Some(r);
+        s.stage_wall_s
+            .push((Stage::Eval, t.elapsed().as_secs_f64()));
+    }
+    // (4) reset-free fine-tuning
+    if has(Stage::Finetune) {
+        let Some(a) = agent.as_mut() else {
+            anyhow::bail!(
+                "the finetune stage needs a pre-trained policy (pretrain stage or pretrain.checkpoint)"
+            );
+        };
+        if clfs.len() != 2 {
+            anyhow::bail!(
+                "the finetune stage needs both success classifiers (reward stage or reward.forward / reward.backward)"
+            );
+        }
+        let t = std::time::Instant::now();
+        let mut it = clfs.into_iter();
+        let (f, ft) = it.next().expect("two classifiers");
+        let (b, bt) = it.next().expect("two classifiers");
+        let mut classifiers = Classifiers {
+            forward: (Box::new(f) as Box<dyn SuccessClassifier>, ft),
+            backward: (Box::new(b) as Box<dyn SuccessClassifier>, bt),
+        };
+        a.reset_optimizers()?;
+        let files = RunFiles {
+            dir: dir.join("finetune"),
+        };
+        let offline = if cfg.finetune.offline_ratio > 0.0 {
+            demos.as_ref()
+        } else {
+            None
+        };
+        say(format!(
+            "reset-free fine-tuning for {} steps (rewards from the classifiers only)",
+            cfg.finetune.steps
+        ));
+        let tty = std::io::stderr().is_terminal();
+        let log = finetune(
+            a,
+            &mut classifiers,
+            offline,
+            &cfg.plant,
+            &cfg.finetune,
+            &files,
+            |p| {
+                let line = format!(
+                    "step {}/{}  episodes {}  forward (last 20) {}  classifier successes/episode {:.2}  learner {:.0} steps/s  eval {}  human resets {}  {:.0} s, {:.0} s left",
+                    p.step,
+                    p.total,
+                    p.episodes,
+                    p.recent_forward
+                        .map_or("–".into(), |r| format!("{:.0}%", 100.0 * r)),
+                    p.reward_rate,
+                    p.grad_steps_per_s,
+                    p.last_eval.map_or("–".into(), |(f, b)| format!(
+                        "fwd {:.0}% bwd {:.0}%",
+                        100.0 * f,
+                        100.0 * b
+                    )),
+                    p.human_resets,
+                    p.elapsed_s,
+                    p.eta_s
+                );
+                if tty {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            },
+        )?;
+        if tty {
+            eprintln!();
+        }
+        let pngs = super::report::write(&log, &files.dir.join("metrics.csv"), &dir.join("report"))?;
+        say(format!(
+            "report: {} plots in {}",
+            pngs.len(),
+            dir.join("report").display()
+        ));
+        s.finetuned = Some(files.dir.join("policy.safetensors"));
+        timed(&mut s, Stage::Finetune, t);
+        s.finetune = Some(log);
+    }
+    // (5) evaluation
+    if has(Stage::Eval)
+        && let Some(a) = agent.as_ref()
+        && s.finetune.is_some()
+    {
+        let t = std::time::Instant::now();
+        let r = eval_agent(a, cfg)?;
+        say(format!(
+            "fine-tuned policy: forward {}, backward {}",
+            r[0].rate, r[1].rate
+        ));
+        s.final_eval = Some(r);
+        timed(&mut s, Stage::Eval, t);
+    }
+    write_json(&dir.join("summary.json"), &s)?;
+    Ok(s)
+}
+
+fn train_classifier(
+    cfg: &PipelineConfig,
+    dir_: Direction,
+    task: &str,
+    out: &Path,
+    dev: &candle_core::Device,
+) -> anyhow::Result<()> {
+    let r = &cfg.reward;
+    let seed = r
+        .seed
+        .wrapping_add(if dir_ == Direction::Forward { 0 } else { 500 });
+    let mut fc = DemoFramesConfig::new(cfg.plant.task, dir_, r.episodes, 20_000 + seed);
+    fc.width = cfg.plant.camera_width;
+    fc.height = cfg.plant.camera_height;
+    say(format!("{task}: frames from {} scripted demos", r.episodes));
+    let d = demo_frames(&fc, |_, _| {})?;
+    let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
+    for i in 0..d.len() {
+        lf.push(d.frame(i), d.success[i], d.episode[i])?;
+    }
+    let mut c = CnnClassifier::new(CnnConfig::default(), task.to_string(), seed, dev)?;
+    let tc = CnnTrainConfig {
+        steps: r.steps,
+        target_precision: r.target_precision,
+        seed,
+        ..CnnTrainConfig::default()
+    };
+    let rep = c.train(&lf, &tc, |s, n, loss| {
+        if s % 200 == 0 || s == n {
+            say(format!("{task}: classifier step {s}/{n} loss {loss:.4}"));
+        }
+    })?;
+    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
+    c.save(out)?;
+    write_json(&out.with_file_name("report.json"), &rep)?;
+    say(format!(
+        "{task}: held-out precision {:.3} recall {:.3} at τ {:.3} → {}",
+        rep.val.precision,
+        rep.val.recall,
+        c.threshold(),
+        out.display()
+    ));
+    Ok(())
+}
+
+fn pretrain(
+    cfg: &PipelineConfig,
+    data: &ReplayBuffer,
+    root: &Path,
+    dev: &candle_core::Device,
+) -> anyhow::Result<Agent> {
+    let p = &cfg.pretrain;
+    let algo: Algorithm = p.algorithm.parse()?;
+    if !matches!(algo, Algorithm::Calql | Algorithm::Cql | Algorithm::Bc) {
+        anyhow::bail!(
+            "pipeline.pretrain.algorithm: {algo} is not an offline algorithm (calql, cql, bc)"
+        );
+    }
+    let mut ac = AgentConfig::preset(algo, STATE_OBS_DIM, ACTION_DIM);
+    ac.num_tasks = 2;
+    ac.hidden = p.hidden.clone();
+    ac.batch_size = p.batch_size;
+    (ac.lr_actor, ac.lr_critic, ac.lr_alpha) = (p.lr, p.lr, p.lr);
+    ac.n_critics = p.critics;
+    ac.critic_subsample = ac.critic_subsample.min(p.critics);
+    ac.actor_layer_norm = p.layer_norm;
+    ac.critic_layer_norm = p.layer_norm;
+    if let Some(c) = ac.cql.as_mut() {
+        c.n_actions = p.cql_actions.max(1);
+    }
+    ac.seed = p.seed;
+    let mut agent = Agent::new(ac, dev)?;
+    agent.norm = ObsNorm::fit(STATE_OBS_DIM, data.observations());
+    std::fs::create_dir_all(root)?;
+    say(format!(
+        "pre-training {algo} on {} demo transitions for {} steps",
+        data.len(),
+        p.steps
+    ));
+    let mut csv = MetricsCsv::create(&root.join("metrics.csv"))?;
+    let mut line = ProgressLine::default();
+    train_offline(
+        &mut agent,
+        data,
+        p.steps,
+        None,
+        0,
+        Some(&mut csv),
+        &mut |pr| line.show(pr),
+    )?;
+    rft_policies::store::atomic_write(
+        &root.join("policy.safetensors"),
+        &rft_policies::handle::policy_bytes(&agent, 1)?,
+    )?;
+    checkpoint::save(
+        &root.join("checkpoints"),
+        &agent,
+        None,
+        0,
+        1,
+        serde_json::json!({ "pretrain": p }),
+        2,
+    )?;
+    Ok(agent)
+}
+
+fn load_agent(p: &Path, dev: &candle_core::Device) -> anyhow::Result<Agent> {
+    let r = if p.join("meta.json").exists() {
+        checkpoint::load(p, None, dev)?
+    } else {
+        checkpoint::load_latest(p, None, dev)?
+            .with_context(|| format!("{}: no checkpoint (no LATEST)", p.display()))?
+    };
+    Ok(r.agent)
+}
+
+/// Forward and backward success rates of `agent`'s deterministic policy.
+pub fn eval_agent(agent: &Agent, cfg: &PipelineConfig) -> anyhow::Result<[EvalResult; 2]> {
+    let mut h = PolicyHandle::new(InferencePolicy::from_agent(agent, 0)?, 0);
+    eval_policy(&mut h, cfg)
+}
+
+pub fn eval_policy(h: &mut PolicyHandle, cfg: &PipelineConfig) -> anyhow::Result<[EvalResult; 2]> {
+    let mut plant = SimPlant::new(&cfg.plant, cfg.eval.seed)?;
+    let e = &cfg.eval;
+    let f = evaluate(
+        h,
+        &mut plant,
+        Direction::Forward,
+        e.episodes,
+        e.seed,
+        e.max_s,
+    )?;
+    let b = evaluate(
+        h,
+        &mut plant,
+        Direction::Backward,
+        e.episodes,
+        e.seed,
+        e.max_s,
+    )?;
+    Ok([f, b])
+}
+
+/// `rft pipeline`: the stages on the simulated push task, configured by an optional TOML file
+/// (the `PipelineConfig` fields) and `--set key=value` overrides.
+#[derive(clap::Args, Debug)]
+pub struct PipelineArgs {
+    /// TOML file with the pipeline's settings (defaults for everything left out).
+    pub config: Option<PathBuf>,
+    /// Override a value: `--set finetune.steps=2000`, `--set stages=["eval"]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory (default `runs/<time>-pipeline`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Parses pipeline settings from TOML text with overrides; errors name the key.
+pub fn parse_config(path: &Path, text: &str, set: &[String]) -> anyhow::Result<PipelineConfig> {
+    let mut table: toml::Table =
+        toml::from_str(text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    for o in set {
+        crate::launch::apply_override(path, &mut table, o)?;
+    }
+    let cfg: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
+    Ok(cfg)
+}
+
+pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
+    let (path, text) = match &a.config {
+        Some(p) => (
+            p.clone(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => (PathBuf::from("(defaults)"), String::new()),
+    };
+    let cfg = parse_config(&path, &text, &a.set)?;
+    cfg.validate()
+        .map_err(|(k, r)| anyhow::anyhow!("{}: pipeline.{k}: {r}", path.display()))?;
+    let dir = crate::learntools::run_dir(a.out.as_deref(), "pipeline");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("pipeline.toml"), toml::to_string_pretty(&cfg)?)?;
+    say(format!("run directory {}", dir.display()));
+    let s = run(&cfg, &dir)?;
+    print_summary(&s);
+    println!("{}", dir.join("summary.json").display());
+    Ok(())
+}
+
+/// The before/after lines of a pipeline run.
+pub fn print_summary(s: &PipelineSummary) {
+    if let (Some(b), Some(f)) = (&s.pretrained_eval, &s.final_eval) {
+        println!(
+            "forward success: pre-trained {} → fine-tuned {}",
+            b[0].rate, f[0].rate
+        );
+        println!(
+            "backward success: pre-trained {} → fine-tuned {}",
+            b[1].rate, f[1].rate
+        );
+    }
+    if let Some(l) = &s.finetune {
+        println!(
+            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps, {:.0} s",
+            l.episodes.len(),
+            l.human_resets,
+            l.false_success_episodes,
+            l.safety_override_steps,
+            l.wall_s
+        );
+    }
+}
+
+/// `rft eval`: ground-truth success rates of a policy on the simulated task.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A policy: `policy.safetensors`, a checkpoint directory, or a checkpoints root with
+    /// `LATEST` (the newest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Episodes per direction.
+    #[arg(long, default_value_t = 50)]
+    pub episodes: usize,
+    /// forward | backward | both
+    #[arg(long, default_value = "both")]
+    pub direction: String,
+    /// Seed of the first scene (episode i uses seed + i).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub seed: u64,
+    /// Episode length, simulated seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub max_s: f64,
+    /// Pipeline settings the policy was trained with (plant, action scaling).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Loads the policy `rft eval --checkpoint` names.
+pub fn load_policy(p: &Path) -> anyhow::Result<InferencePolicy> {
+    let file = if p.is_file() {
+        p.to_path_buf()
+    } else if p.join("policy.safetensors").is_file() {
+        p.join("policy.safetensors")
+    } else {
+        checkpoint::latest(p)?
+            .with_context(|| {
+                format!(
+                    "{}: neither a policy file, a checkpoint nor a checkpoints root with LATEST",
+                    p.display()
+                )
+            })?
+            .join("policy.safetensors")
+    };
+    InferencePolicy::load(&file).with_context(|| format!("loading policy {}", file.display()))
+}
+
+pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
+    let (path, text) = match &a.config {
+        Some(p) => (
+            p.clone(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => (PathBuf::from("(defaults)"), String::new()),
+    };
+    let cfg = parse_config(&path, &text, &a.set)?;
+    let dirs: Vec<Direction> = match a.direction.as_str() {
+        "both" => Direction::ALL.to_vec(),
+        "forward" => vec![Direction::Forward],
+        "backward" => vec![Direction::Backward],
+        d => anyhow::bail!("--direction {d}: expected forward, backward or both"),
+    };
+    if a.episodes == 0 {
+        anyhow::bail!("--episodes must be at least 1");
+    }
+    let policy = load_policy(&a.checkpoint)?;
+    let spec = policy.spec.clone();
+    if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM || spec.num_tasks < 2 {
+        anyhow::bail!(
+            "{}: the policy has observation {} / action {} / {} tasks; the sim task needs {STATE_OBS_DIM} / {ACTION_DIM} / 2",
+            a.checkpoint.display(),
+            spec.obs_dim,
+            spec.act_dim,
+            spec.num_tasks
+        );
+    }
+    let mut h = PolicyHandle::new(policy, a.seed);
+    let mut plant = SimPlant::new(&cfg.plant, a.seed)?;
+    let mut out = Vec::new();
+    for d in dirs {
+        let r = evaluate(&mut h, &mut plant, d, a.episodes, a.seed, a.max_s)?;
+        println!(
+            "{} {}: success {}{}",
+            cfg.plant.task,
+            d.name(),
+            r.rate,
+            r.mean_time_s
+                .map(|t| format!(", {t:.1} s to success on average"))
+                .unwrap_or_default()
+        );
+        out.push(r);
+    }
+    Ok(out)
+}

@@ -1,0 +1,264 @@
+//! The simulated plant of the in-process loop: the simulator stepped in lockstep with the same
+//! safety filter the `safety_filter` node runs (differential IK, CBF-QP, deceleration when the
+//! QP fails), a scene camera, and the action mapping. One call to [`SimPlant::apply`] is one
+//! control period of the policy.
+
+use std::path::PathBuf;
+
+use nalgebra::{Isometry3, Vector6};
+use rft_safety::cbf::CbfFilter;
+use rft_safety::kinematics::DiffIk;
+use rft_sim::{Camera, Direction, Frame, Renderer, Sim, SimConfig, TaskKind, TaskStatus, Visual};
+use serde::{Deserialize, Serialize};
+
+use super::action::ActionMap;
+use super::obs::{STATE_OBS_DIM, state_obs};
+use crate::nodes::SafetyFilterParams;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlantConfig {
+    pub task: TaskKind,
+    pub urdf: PathBuf,
+    /// Policy rate.
+    pub control_hz: f64,
+    /// Safety filter rate (the joint-state rate).
+    pub safety_hz: f64,
+    pub physics_hz: f64,
+    /// Scene camera resolution (what the success classifier sees).
+    pub camera_width: u32,
+    pub camera_height: u32,
+    pub action: ActionMap,
+    /// The safety filter's box for the tool, metres (base frame).
+    pub workspace_min: [f64; 3],
+    pub workspace_max: [f64; 3],
+}
+
+impl Default for PlantConfig {
+    fn default() -> Self {
+        Self {
+            task: TaskKind::Push,
+            urdf: rft_sim::world::default_urdf(),
+            control_hz: 10.0,
+            safety_hz: 100.0,
+            physics_hz: 1000.0,
+            camera_width: 128,
+            camera_height: 128,
+            action: ActionMap::default(),
+            workspace_min: [0.2, -0.5, 0.01],
+            workspace_max: [0.8, 0.5, 0.8],
+        }
+    }
+}
+
+impl PlantConfig {
+    /// The safety filter's parameters: the launch file's defaults with this plant's URDF,
+    /// rate, workspace and speed limits.
+    pub fn safety_params(&self) -> Result<SafetyFilterParams, (String, String)> {
+        let mut t = toml::Table::new();
+        t.insert("urdf".into(), self.urdf.display().to_string().into());
+        t.insert("joint_state_rate_hz".into(), self.safety_hz.into());
+        let arr = |v: [f64; 3]| toml::Value::Array(v.iter().map(|x| (*x).into()).collect());
+        t.insert("workspace_min".into(), arr(self.workspace_min));
+        t.insert("workspace_max".into(), arr(self.workspace_max));
+        t.insert("max_linear_m_s".into(), self.action.max_linear_m_s.into());
+        t.insert(
+            "max_angular_rad_s".into(),
+            self.action
+                .max_yaw_rad_s
+                .max(self.action.max_hold_rad_s)
+                .into(),
+        );
+        let p: SafetyFilterParams = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e| ("safety".to_string(), e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if !(ok(self.control_hz) && ok(self.safety_hz) && ok(self.physics_hz)) {
+            return Err(("control_hz".into(), "rates must be positive".into()));
+        }
+        if self.safety_hz < self.control_hz || self.physics_hz < self.safety_hz {
+            return Err((
+                "safety_hz".into(),
+                format!(
+                    "need control_hz ({}) ≤ safety_hz ({}) ≤ physics_hz ({})",
+                    self.control_hz, self.safety_hz, self.physics_hz
+                ),
+            ));
+        }
+        if self.camera_width < 16 || self.camera_height < 16 {
+            return Err((
+                "camera_width".into(),
+                "the camera needs at least 16×16".into(),
+            ));
+        }
+        self.action
+            .validate()
+            .map_err(|(k, r)| (format!("action.{k}"), r))?;
+        Ok(())
+    }
+}
+
+/// What one control period did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApplyInfo {
+    /// The filter changed the commanded joint velocity noticeably at some safety tick.
+    pub safety_override: bool,
+    /// Safety ticks whose QP failed (the arm decelerated).
+    pub qp_failures: u32,
+}
+
+/// Sim + safety filter + camera.
+pub struct SimPlant {
+    pub sim: Sim,
+    cfg: PlantConfig,
+    filter: CbfFilter,
+    ik: DiffIk,
+    u_prev: Vec<f64>,
+    u_ref: Vec<f64>,
+    u: Vec<f64>,
+    per_control: usize,
+    per_safety: usize,
+    renderer: Renderer,
+    camera: Camera,
+    frame: Frame,
+    visuals: Vec<Visual>,
+    /// Safety ticks at which the filter overrode the command, over the plant's life.
+    pub override_ticks: u64,
+    pub qp_failures: u64,
+}
+
+impl SimPlant {
+    /// The scene for the forward task, randomised by `seed`.
+    pub fn new(cfg: &PlantConfig, seed: u64) -> anyhow::Result<Self> {
+        cfg.validate()
+            .map_err(|(k, r)| anyhow::anyhow!("plant.{k}: {r}"))?;
+        let sim = Sim::new(SimConfig {
+            urdf: cfg.urdf.clone(),
+            task: cfg.task,
+            physics_hz: cfg.physics_hz,
+            seed,
+            ..SimConfig::default()
+        })?;
+        let params = cfg
+            .safety_params()
+            .map_err(|(k, r)| anyhow::anyhow!("safety.{k}: {r}"))?;
+        let (filter, ik) = params
+            .filter_and_ik(sim.q())
+            .map_err(|(k, r)| anyhow::anyhow!("safety.{k}: {r}"))?;
+        let n = sim.q().len();
+        let per_control = (cfg.safety_hz / cfg.control_hz).round().max(1.0) as usize;
+        let per_safety = (cfg.physics_hz / cfg.safety_hz).round().max(1.0) as usize;
+        let mut p = Self {
+            sim,
+            cfg: cfg.clone(),
+            filter,
+            ik,
+            u_prev: vec![0.0; n],
+            u_ref: vec![0.0; n],
+            u: vec![0.0; n],
+            per_control,
+            per_safety,
+            renderer: Renderer::new(),
+            camera: Camera::scene(cfg.camera_width, cfg.camera_height),
+            frame: Frame::default(),
+            visuals: Vec::new(),
+            override_ticks: 0,
+            qp_failures: 0,
+        };
+        p.reset_for(seed, Direction::Forward);
+        Ok(p)
+    }
+
+    pub fn config(&self) -> &PlantConfig {
+        &self.cfg
+    }
+
+    /// Puts the scene back for `dir` (a human reset, or the start of an evaluation episode).
+    pub fn reset_for(&mut self, seed: u64, dir: Direction) {
+        self.sim.reset_for(seed, dir);
+        self.u_prev.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    pub fn time_s(&self) -> f64 {
+        self.sim.time_s()
+    }
+
+    /// The tool's pose (what forward kinematics of the joint states gives on a robot).
+    pub fn tcp(&self) -> Isometry3<f64> {
+        self.sim.tcp_pose()
+    }
+
+    /// The object's pose (what a pose estimator publishes on `/rft/object_pose`).
+    pub fn object(&self) -> Isometry3<f64> {
+        self.sim.object_pose()
+    }
+
+    pub fn observe(&self, out: &mut [f32; STATE_OBS_DIM]) {
+        state_obs(&self.tcp(), &self.object(), self.sim.gripper_opening(), out);
+    }
+
+    /// Ground truth, for evaluation and for measuring the classifier (never for rewards).
+    pub fn truth(&self, dir: Direction) -> TaskStatus {
+        self.sim.task_status(dir)
+    }
+
+    /// Runs one control period with policy action `a`: at each safety tick the twist from the
+    /// action mapping goes through the differential IK and the CBF-QP filter, and the physics
+    /// runs until the next tick.
+    pub fn apply(&mut self, a: &[f32]) -> ApplyInfo {
+        let mut info = ApplyInfo::default();
+        let _ = self.sim.set_gripper(self.cfg.action.gripper);
+        for _ in 0..self.per_control {
+            let twist: Vector6<f64> = self.cfg.action.twist(a, &self.tcp());
+            let q = self.sim.q().to_vec();
+            self.ik
+                .solve(self.filter.chain(), &q, &twist, &mut self.u_ref);
+            match self
+                .filter
+                .filter(&q, &self.u_prev, &self.u_ref, &mut self.u)
+            {
+                Ok(_) => {
+                    let diff = self
+                        .u
+                        .iter()
+                        .zip(&self.u_ref)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    let scale = self.u_ref.iter().map(|v| v.abs()).fold(0.0, f64::max);
+                    if diff > 0.05 + 0.2 * scale {
+                        info.safety_override = true;
+                        self.override_ticks += 1;
+                    }
+                }
+                Err(_) => {
+                    // Fail safe as the node does: decelerate towards zero.
+                    info.qp_failures += 1;
+                    self.qp_failures += 1;
+                    for (u, p) in self.u.iter_mut().zip(&self.u_prev) {
+                        *u = 0.5 * p;
+                    }
+                }
+            }
+            // Well formed by construction (finite, right length).
+            let _ = self.sim.set_joint_velocity(&self.u);
+            self.u_prev.copy_from_slice(&self.u);
+            for _ in 0..self.per_safety {
+                self.sim.step();
+            }
+        }
+        info
+    }
+
+    /// Renders the scene camera; rgb8, `camera_width × camera_height`.
+    pub fn render(&mut self) -> &Frame {
+        self.sim.visuals(&mut self.visuals);
+        self.renderer
+            .render(&self.visuals, &self.camera, &mut self.frame);
+        &self.frame
+    }
+}

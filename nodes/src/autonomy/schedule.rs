@@ -1,0 +1,310 @@
+//! The reset-free schedule: the forward task runs until the success classifier has reported
+//! success for `consecutive` frames in a row, or until a timeout, or until nothing has moved
+//! for `stuck_s`; then the backward (reset) task runs likewise, and so on. An object that left
+//! the table pauses everything until a human puts it back.
+
+use nalgebra::Vector3;
+use serde::{Deserialize, Serialize};
+
+use rft_sim::Direction;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Frames in a row the classifier must report success (p > τ).
+    pub consecutive: u32,
+    /// Longest episode, seconds.
+    pub timeout_s: f64,
+    /// No progress for this long switches the task (0 disables).
+    pub stuck_s: f64,
+    /// Progress: the object or the tool moved at least this far since the last progress.
+    pub stuck_distance_m: f64,
+    /// The object below this height (base frame) is off the table.
+    pub off_table_z: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            consecutive: 3,
+            timeout_s: 20.0,
+            stuck_s: 8.0,
+            stuck_distance_m: 0.01,
+            off_table_z: -0.05,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.consecutive == 0 {
+            return Err(("consecutive".into(), "must be at least 1".into()));
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Err((
+                "timeout_s".into(),
+                format!("{} must be > 0", self.timeout_s),
+            ));
+        }
+        for (k, v) in [
+            ("stuck_s", self.stuck_s),
+            ("stuck_distance_m", self.stuck_distance_m),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err((k.into(), format!("{v} must be ≥ 0")));
+            }
+        }
+        if !self.off_table_z.is_finite() {
+            return Err(("off_table_z".into(), "must be finite".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why an episode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The classifier reported success for `consecutive` frames: a true terminal state.
+    Success,
+    Timeout,
+    Stuck,
+    /// The object left the table; the next episode starts after a human reset.
+    HumanReset,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Success => "success",
+            EndReason::Timeout => "timeout",
+            EndReason::Stuck => "stuck",
+            EndReason::HumanReset => "human_reset",
+        }
+    }
+}
+
+/// What the schedule decided at one control tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    /// The episode ended; the next one runs `next` (the reverse task, or after a human reset
+    /// the forward one).
+    End {
+        reason: EndReason,
+        next: Direction,
+    },
+    /// The object is off the table: wait for a human (call [`Schedule::human_reset_done`]).
+    Paused,
+}
+
+/// The schedule's state.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cfg: ScheduleConfig,
+    dir: Direction,
+    episode: u64,
+    started_s: f64,
+    run: u32,
+    anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
+    paused: bool,
+    human_resets: u64,
+}
+
+impl Schedule {
+    pub fn new(cfg: ScheduleConfig, first: Direction, now_s: f64) -> Self {
+        Self {
+            cfg,
+            dir: first,
+            episode: 0,
+            started_s: now_s,
+            run: 0,
+            anchor: None,
+            paused: false,
+            human_resets: 0,
+        }
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.dir
+    }
+    pub fn episode(&self) -> u64 {
+        self.episode
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+    pub fn human_resets(&self) -> u64 {
+        self.human_resets
+    }
+    pub fn config(&self) -> &ScheduleConfig {
+        &self.cfg
+    }
+
+    /// One control tick at `now_s`: `success` is this frame's thresholded classifier answer
+    /// (`None` when the classifier could not answer: it neither counts nor breaks the run).
+    pub fn tick(
+        &mut self,
+        now_s: f64,
+        success: Option<bool>,
+        object: &Vector3<f64>,
+        tool: &Vector3<f64>,
+    ) -> Decision {
+        if self.paused {
+            return Decision::Paused;
+        }
+        if object.z < self.cfg.off_table_z {
+            self.paused = true;
+            return Decision::Paused;
+        }
+        match success {
+            Some(true) => self.run += 1,
+            Some(false) => self.run = 0,
+            None => {}
+        }
+        if self.run >= self.cfg.consecutive {
+            return self.end(now_s, EndReason::Success);
+        }
+        if now_s - self.started_s >= self.cfg.timeout_s {
+            return self.end(now_s, EndReason::Timeout);
+        }
+        match self.anchor {
+            Some((t, o, p))
+                if (object - o).norm() < self.cfg.stuck_distance_m
+                    && (tool - p).norm() < self.cfg.stuck_distance_m =>
+            {
+                if self.cfg.stuck_s > 0.0 && now_s - t >= self.cfg.stuck_s {
+                    return self.end(now_s, EndReason::Stuck);
+                }
+            }
+            _ => self.anchor = Some((now_s, *object, *tool)),
+        }
+        Decision::Continue
+    }
+
+    fn end(&mut self, now_s: f64, reason: EndReason) -> Decision {
+        self.dir = self.dir.reverse();
+        self.begin(now_s);
+        Decision::End {
+            reason,
+            next: self.dir,
+        }
+    }
+
+    fn begin(&mut self, now_s: f64) {
+        self.episode += 1;
+        self.started_s = now_s;
+        self.run = 0;
+        self.anchor = None;
+    }
+
+    /// A human put the scene back for the forward task: the next episode starts now.
+    pub fn human_reset_done(&mut self, now_s: f64) -> Decision {
+        self.paused = false;
+        self.human_resets += 1;
+        self.dir = Direction::Forward;
+        self.begin(now_s);
+        Decision::End {
+            reason: EndReason::HumanReset,
+            next: self.dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(x: f64) -> Vector3<f64> {
+        Vector3::new(x, 0.0, 0.02)
+    }
+
+    #[test]
+    fn switches_on_k_successes_timeout_and_stuck() {
+        let cfg = ScheduleConfig {
+            consecutive: 3,
+            timeout_s: 10.0,
+            stuck_s: 2.0,
+            ..Default::default()
+        };
+        let mut s = Schedule::new(cfg, Direction::Forward, 0.0);
+        let mut t = 0.0;
+        let mut tick = |s: &mut Schedule, ok: Option<bool>, x: f64| {
+            t += 0.1;
+            s.tick(t, ok, &v(x), &v(x))
+        };
+        // Two successes, a miss, then an unanswered frame in a run of three: k counts runs.
+        for (i, ok) in [
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(true),
+            None,
+            Some(true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(tick(&mut s, ok, i as f64 * 0.02), Decision::Continue, "{i}");
+        }
+        assert_eq!(
+            tick(&mut s, Some(true), 0.2),
+            Decision::End {
+                reason: EndReason::Success,
+                next: Direction::Backward
+            }
+        );
+        // Moving but never succeeding: timeout after 10 s.
+        let mut d = Decision::Continue;
+        for i in 0..100 {
+            d = tick(&mut s, Some(false), i as f64 * 0.02);
+            if d != Decision::Continue {
+                assert!(i >= 98, "ended early at {i}");
+                break;
+            }
+        }
+        assert_eq!(
+            d,
+            Decision::End {
+                reason: EndReason::Timeout,
+                next: Direction::Forward
+            }
+        );
+        // Still: stuck after 2 s.
+        let mut n = 0;
+        while tick(&mut s, Some(false), 0.0) == Decision::Continue {
+            n += 1;
+            assert!(n < 30, "never declared stuck");
+        }
+        assert!(n >= 19, "stuck after {n} ticks");
+        assert_eq!(s.episode(), 3);
+        assert_eq!(s.direction(), Direction::Backward);
+    }
+
+    #[test]
+    fn object_off_the_table_pauses_until_a_human_reset() {
+        let mut s = Schedule::new(ScheduleConfig::default(), Direction::Backward, 0.0);
+        assert_eq!(
+            s.tick(0.1, Some(true), &Vector3::new(0.5, 0.0, -0.6), &v(0.0)),
+            Decision::Paused
+        );
+        assert_eq!(
+            s.tick(0.2, Some(true), &v(0.5), &v(0.0)),
+            Decision::Paused,
+            "latched"
+        );
+        assert!(s.is_paused());
+        assert_eq!(
+            s.human_reset_done(5.0),
+            Decision::End {
+                reason: EndReason::HumanReset,
+                next: Direction::Forward
+            }
+        );
+        assert_eq!(s.human_resets(), 1);
+        assert_eq!(
+            s.tick(5.1, Some(false), &v(0.5), &v(0.0)),
+            Decision::Continue
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The full sim pipeline from zero on small budgets, through the real binary: scripted demos →
+//! reward classifiers → Cal-QL pre-training → reset-free fine-tuning with classifier rewards →
+//! ground-truth evaluation, then `rft eval` on the result; and bad settings rejected before
+//! anything runs.
+
+use std::process::Command;
+
+use rft_policies::ReplayBuffer;
+use rft_policies::checkpoint;
+use rft_policies::handle::InferencePolicy;
+use rft_rewards::{CnnClassifier, SuccessClassifier};
+
+fn rft(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rft"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+const SMALL: &[&str] = &[
+    "--set",
+    "demos.episodes_per_direction=4",
+    "--set",
+    "reward.episodes=6",
+    "--set",
+    "reward.steps=60",
+    "--set",
+    "pretrain.steps=40",
+    "--set",
+    "pretrain.hidden=[64, 64]",
+    "--set",
+    "pretrain.batch_size=64",
+    "--set",
+    "finetune.steps=400",
+    "--set",
+    "finetune.warmup_steps=100",
+    "--set",
+    "finetune.schedule.timeout_s=6.0",
+    "--set",
+    "finetune.eval_every=200",
+    "--set",
+    "finetune.eval_episodes=1",
+    "--set",
+    "finetune.eval_max_s=3.0",
+    "--set",
+    "finetune.checkpoint_every=200",
+    "--set",
+    "finetune.log_every=50",
+    "--set",
+    "eval.episodes=2",
+    "--set",
+    "eval.max_s=3.0",
+];
+
+#[test]
+fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut args = vec!["pipeline", "--out", run.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let (ok, text) = rft(&args);
+    assert!(ok, "rft pipeline failed:\n{text}");
+    assert!(text.contains("forward success: pre-trained"), "{text}");
+
+    // (1) demos: a replay buffer holding both tasks, with MC returns.
+    let demos = ReplayBuffer::load(&run.join("demos/demos.safetensors")).unwrap();
+    assert!(demos.len() > 50, "{} demo transitions", demos.len());
+    // (2) classifiers that load and have a calibrated threshold.
+    for d in ["forward", "backward"] {
+        let c = CnnClassifier::load(
+            &run.join(format!("reward/{d}/reward.safetensors")),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(c.task(), format!("push/{d}"));
+        let t = c.threshold();
+        assert!(t > 0.0 && t < 1.0, "{d}: τ {t}");
+        assert!(run.join(format!("reward/{d}/report.json")).is_file());
+    }
+    // (3) the pre-trained checkpoint: task-conditioned, 14-D state, 4-D action.
+    let pre = checkpoint::load_latest(
+        &run.join("pretrain/checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .expect("a pre-training checkpoint");
+    assert_eq!(
+        (
+            pre.agent.cfg.obs_dim,
+            pre.agent.cfg.act_dim,
+            pre.agent.cfg.num_tasks
+        ),
+        (14, 4, 2)
+    );
+    // (4) fine-tuning: its checkpoint holds the online replay buffer; rewards are the
+    // classifier's (a reward only on the terminal step of a classifier success).
+    let ft = checkpoint::load_latest(
+        &run.join("finetune/checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .expect("a fine-tuning checkpoint");
+    let replay = ft.replay.expect("the replay buffer is checkpointed");
+    assert_eq!(replay.len(), 400);
+    assert_eq!(ft.meta.env_steps, 400);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let log = &summary["finetune"];
+    assert_eq!(log["human_resets"], 0, "the loop must run reset-free");
+    let episodes = log["episodes"].as_array().unwrap();
+    assert!(
+        episodes.len() >= 2,
+        "the schedule must switch tasks: {episodes:?}"
+    );
+    // Forward and backward alternate.
+    for w in episodes.windows(2) {
+        assert_ne!(w[0]["direction"], w[1]["direction"], "{episodes:?}");
+    }
+    let reasons: Vec<&str> = episodes
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| ["success", "timeout", "stuck"].contains(r)),
+        "{reasons:?}"
+    );
+    // Every classified frame was compared with ground truth.
+    let counted: u64 = log["classifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            ["tp", "fp", "tn", "fn_"]
+                .iter()
+                .map(|k| c[k].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(counted, 400);
+    let csv = std::fs::read_to_string(run.join("finetune/metrics.csv")).unwrap();
+    assert!(csv.lines().count() >= 9, "{csv}");
+    let episodes_csv = std::fs::read_to_string(run.join("finetune/episodes.csv")).unwrap();
+    assert_eq!(episodes_csv.lines().count(), episodes.len() + 1);
+    // The report's PNGs.
+    for png in [
+        "success_rate",
+        "classifier",
+        "human_resets",
+        "safety",
+        "latency",
+        "learner_latency",
+    ] {
+        let b = std::fs::read(run.join(format!("report/{png}.png"))).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+    }
+    // (5) evaluations before and after, with intervals.
+    for k in ["pretrained_eval", "final_eval"] {
+        let r = &summary[k][0]["rate"];
+        assert_eq!(r["trials"], 2, "{k}");
+        assert!(r["lo"].as_f64().unwrap() <= r["rate"].as_f64().unwrap());
+    }
+    // The fine-tuned policy loads and `rft eval` scores it.
+    let policy = run.join("finetune/policy.safetensors");
+    let p = InferencePolicy::load(&policy).unwrap();
+    assert!(
+        p.spec.version > 1,
+        "new versions were published during fine-tuning"
+    );
+    let (ok, text) = rft(&[
+        "eval",
+        "--checkpoint",
+        run.join("finetune/checkpoints").to_str().unwrap(),
+        "--episodes",
+        "2",
+        "--max-s",
+        "2",
+        "--direction",
+        "forward",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("push forward: success") && text.contains("/2, 95% CI"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_pipeline_settings_are_rejected_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for (set, want) in [
+        ("finetune.utd=0", "finetune.utd"),
+        ("pretrain.algorithm=\"ppo\"", "pretrain.algorithm"),
+        ("stages=[\"finetune\"]", "stages"),
+        (
+            "reward.forward=\"/nonexistent/reward.safetensors\"",
+            "reward.forward",
+        ),
+        (
+            "finetune.schedule.consecutive=0",
+            "finetune.schedule.consecutive",
+        ),
+        ("plant.control_hz=-1", "plant.control_hz"),
+    ] {
+        let (ok, text) = rft(&["pipeline", "--out", out.to_str().unwrap(), "--set", set]);
+        assert!(!ok, "{set} was accepted");
+        assert!(text.contains(want), "{set}: {text}");
+        assert!(
+            !out.join("demos").exists(),
+            "{set}: work started before the check"
+        );
+    }
+    let (ok, text) = rft(&["eval", "--checkpoint", tmp.path().to_str().unwrap()]);
+    assert!(!ok && text.contains("LATEST"), "{text}");
+}
