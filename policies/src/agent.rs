@@ -496,6 +496,18 @@ impl Agent {
         Ok(info)
     }
 
+    /// Critic updates only, one per batch (the actor and α stay): fits the critics to a new
+    /// reward or data distribution before they steer the actor, as when fine-tuning starts
+    /// from a behaviour-cloned policy whose critics never saw a reward.
+    pub fn update_critics(&mut self, batches: &[&Batch]) -> Result<UpdateInfo> {
+        let mut info = UpdateInfo::default();
+        for b in batches {
+            self.critic_step(b, &mut info)?;
+            self.steps += 1;
+        }
+        Ok(info)
+    }
+
     fn critic_step(&mut self, b: &Batch, info: &mut UpdateInfo) -> Result<()> {
         let bsz = b.size;
         let n = self.cfg.n_critics;

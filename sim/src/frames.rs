@@ -45,6 +45,10 @@ pub struct DemoFramesConfig {
     /// Share of episodes that are failures: two near misses for each partial attempt (push);
     /// partial attempts only for tasks without near misses.
     pub failure_fraction: f64,
+    /// After the expert finishes, the tool wanders to random points over the table (low ones
+    /// included) instead of lifting and holding still, so the classifier sees the scene with
+    /// the arm anywhere, as a learning policy leaves it. Labels stay ground truth per frame.
+    pub wander: bool,
 }
 
 impl DemoFramesConfig {
@@ -60,6 +64,7 @@ impl DemoFramesConfig {
             hold_s: 3.0,
             max_s: 20.0,
             failure_fraction: 1.0 / 3.0,
+            wander: false,
         }
     }
 
@@ -175,6 +180,7 @@ pub fn demo_frames(
         let mut ctrl = TwistController::for_sim(&sim)?;
         let t0 = sim.time_s();
         let mut finished_at: Option<f64> = None;
+        let mut wander_to: Option<Vector3<f64>> = None;
         let mut action = expert.act(&ExpertObs::from_sim(&sim));
         let mut k = 0u64;
         loop {
@@ -207,7 +213,22 @@ pub fn demo_frames(
                 action = expert.act(&ExpertObs::from_sim(&sim));
             }
             k += 1;
-            let twist = if stopped || (kind == DemoKind::Partial && finished_at.is_some()) {
+            let twist = if let (true, Some(_)) = (cfg.wander, finished_at) {
+                // A new random target every second; go there at up to 0.15 m/s.
+                if k.is_multiple_of(CONTROL_HZ as u64) || wander_to.is_none() {
+                    wander_to = Some(Vector3::new(
+                        rng.random_range(0.3..0.7),
+                        rng.random_range(-0.3..0.3),
+                        rng.random_range(0.03..0.25),
+                    ));
+                }
+                let p = sim.tcp_pose().translation.vector;
+                let mut v = (wander_to.unwrap_or(p) - p) * 3.0;
+                if v.norm() > 0.15 {
+                    v *= 0.15 / v.norm();
+                }
+                nalgebra::Vector6::new(v.x, v.y, v.z, 0.0, 0.0, 0.0)
+            } else if stopped || (kind == DemoKind::Partial && finished_at.is_some()) {
                 nalgebra::Vector6::zeros()
             } else {
                 action.twist()

@@ -44,6 +44,13 @@ pub struct FinetuneConfig {
     /// Keep the pre-training's CQL regulariser online (Cal-QL fine-tuning); false drops it
     /// and fine-tunes with plain SAC updates (as WSRL and RLPD do).
     pub keep_cql: bool,
+    /// Learner rounds that update only the critics (the actor waits until the critics have
+    /// seen the classifier's rewards); needed after behaviour-cloning pre-training.
+    pub critic_warmup_rounds: u64,
+    /// Entropy temperature at the start of fine-tuning (unset: the pre-trained one).
+    pub init_alpha: Option<f64>,
+    /// Behaviour-cloning weight on the actor during fine-tuning (0: none).
+    pub bc_weight: f64,
     /// Learner update rounds between published policy versions.
     pub publish_every: u64,
     /// Reward of a success (the classifier's), per-step penalty.
@@ -71,6 +78,9 @@ impl Default for FinetuneConfig {
             offline_ratio: 0.5,
             utd: 1,
             keep_cql: false,
+            critic_warmup_rounds: 0,
+            init_alpha: None,
+            bc_weight: 0.0,
             publish_every: 50,
             success_reward: 1.0,
             step_penalty: 0.0,
@@ -258,6 +268,14 @@ pub fn finetune(
     agent.cfg.utd = cfg.utd;
     if !cfg.keep_cql {
         agent.cfg.cql = None;
+        agent.cfg.algorithm = rft_policies::Algorithm::Sac;
+    }
+    agent.cfg.bc_weight = cfg.bc_weight;
+    if let Some(a) = cfg.init_alpha {
+        if !(a.is_finite() && a > 0.0) {
+            anyhow::bail!("finetune.init_alpha {a} must be positive");
+        }
+        agent.log_alpha.value = a.ln();
     }
     let grad0 = agent.steps;
     std::fs::create_dir_all(&files.dir)?;
@@ -368,7 +386,11 @@ pub fn finetune(
                 &mut batches,
             )?;
             let refs: Vec<&Batch> = batches.iter().collect();
-            agent.update(&refs)?;
+            if step - cfg.warmup_steps <= cfg.critic_warmup_rounds {
+                agent.update_critics(&refs)?;
+            } else {
+                agent.update(&refs)?;
+            }
             log.update_ms.push(u0.elapsed().as_secs_f32() * 1e3);
             if (step - cfg.warmup_steps).is_multiple_of(cfg.publish_every.max(1)) {
                 version += 1;

@@ -32,6 +32,9 @@ pub struct RewardStageConfig {
     pub steps: usize,
     pub target_precision: f64,
     pub seed: u64,
+    /// After each demo the arm wanders over the table for `hold_s` (see `DemoFramesConfig`).
+    pub wander: bool,
+    pub hold_s: f64,
     /// Existing classifiers (`rft train-reward` output) instead of training.
     pub forward: Option<PathBuf>,
     pub backward: Option<PathBuf>,
@@ -44,6 +47,8 @@ impl Default for RewardStageConfig {
             steps: 800,
             target_precision: 0.95,
             seed: 0,
+            wander: true,
+            hold_s: 5.0,
             forward: None,
             backward: None,
         }
@@ -64,6 +69,8 @@ pub struct PretrainStageConfig {
     pub layer_norm: bool,
     /// CQL actions sampled per state from each source.
     pub cql_actions: usize,
+    /// Behaviour-cloning term on the actor (Cal-QL + BC; `bc` is the term alone).
+    pub bc_weight: f64,
     pub seed: u64,
     /// An existing checkpoint (directory, or a checkpoints root with LATEST).
     pub checkpoint: Option<PathBuf>,
@@ -80,6 +87,7 @@ impl Default for PretrainStageConfig {
             critics: 2,
             layer_norm: true,
             cql_actions: 4,
+            bc_weight: 0.0,
             seed: 0,
             checkpoint: None,
         }
@@ -505,6 +513,8 @@ fn train_classifier(
     let mut fc = DemoFramesConfig::new(cfg.plant.task, dir_, r.episodes, 20_000 + seed);
     fc.width = cfg.plant.camera_width;
     fc.height = cfg.plant.camera_height;
+    fc.wander = r.wander;
+    fc.hold_s = r.hold_s;
     say(format!("{task}: frames from {} scripted demos", r.episodes));
     let d = demo_frames(&fc, |_, _| {})?;
     let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
@@ -556,6 +566,7 @@ fn pretrain(
     (ac.lr_actor, ac.lr_critic, ac.lr_alpha) = (p.lr, p.lr, p.lr);
     ac.n_critics = p.critics;
     ac.critic_subsample = ac.critic_subsample.min(p.critics);
+    ac.bc_weight = p.bc_weight;
     ac.actor_layer_norm = p.layer_norm;
     ac.critic_layer_norm = p.layer_norm;
     if let Some(c) = ac.cql.as_mut() {

@@ -256,7 +256,7 @@ mod tests {
         );
         // Moving but never succeeding: timeout after 10 s.
         let mut d = Decision::Continue;
-        for i in 0..100 {
+        for i in 0..105 {
             d = tick(&mut s, Some(false), i as f64 * 0.02);
             if d != Decision::Continue {
                 assert!(i >= 98, "ended early at {i}");
