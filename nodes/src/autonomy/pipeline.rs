@@ -672,15 +672,25 @@ pub fn parse_config(path: &Path, text: &str, set: &[String]) -> anyhow::Result<P
     Ok(cfg)
 }
 
-pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
-    let (path, text) = match &a.config {
+/// Reads pipeline settings from `file` (none: the defaults) with overrides; returns the name
+/// errors should use and the settings.
+pub fn read_config(
+    file: Option<&Path>,
+    set: &[String],
+) -> anyhow::Result<(PathBuf, PipelineConfig)> {
+    let (path, text) = match file {
         Some(p) => (
-            p.clone(),
+            p.to_path_buf(),
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         ),
         None => (PathBuf::from("(defaults)"), String::new()),
     };
-    let cfg = parse_config(&path, &text, &a.set)?;
+    let cfg = parse_config(&path, &text, set)?;
+    Ok((path, cfg))
+}
+
+pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
+    let (path, cfg) = read_config(a.config.as_deref(), &a.set)?;
     cfg.validate()
         .map_err(|(k, r)| anyhow::anyhow!("{}: pipeline.{k}: {r}", path.display()))?;
     let dir = crate::learntools::run_dir(a.out.as_deref(), "pipeline");
@@ -763,14 +773,7 @@ pub fn load_policy(p: &Path) -> anyhow::Result<InferencePolicy> {
 }
 
 pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
-    let (path, text) = match &a.config {
-        Some(p) => (
-            p.clone(),
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        ),
-        None => (PathBuf::from("(defaults)"), String::new()),
-    };
-    let cfg = parse_config(&path, &text, &a.set)?;
+    let (_, cfg) = read_config(a.config.as_deref(), &a.set)?;
     let dirs: Vec<Direction> = match a.direction.as_str() {
         "both" => Direction::ALL.to_vec(),
         "forward" => vec![Direction::Forward],
