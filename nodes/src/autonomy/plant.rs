@@ -121,6 +121,7 @@ pub struct SimPlant {
     u_prev: Vec<f64>,
     u_ref: Vec<f64>,
     u: Vec<f64>,
+    q: Vec<f64>,
     per_control: usize,
     per_safety: usize,
     renderer: Renderer,
@@ -161,6 +162,7 @@ impl SimPlant {
             u_prev: vec![0.0; n],
             u_ref: vec![0.0; n],
             u: vec![0.0; n],
+            q: vec![0.0; n],
             per_control,
             per_safety,
             renderer: Renderer::new(),
@@ -216,12 +218,12 @@ impl SimPlant {
         let _ = self.sim.set_gripper(self.cfg.action.gripper);
         for _ in 0..self.per_control {
             let twist: Vector6<f64> = self.cfg.action.twist(a, &self.tcp());
-            let q = self.sim.q().to_vec();
+            self.q.copy_from_slice(self.sim.q());
             self.ik
-                .solve(self.filter.chain(), &q, &twist, &mut self.u_ref);
+                .solve(self.filter.chain(), &self.q, &twist, &mut self.u_ref);
             match self
                 .filter
-                .filter(&q, &self.u_prev, &self.u_ref, &mut self.u)
+                .filter(&self.q, &self.u_prev, &self.u_ref, &mut self.u)
             {
                 Ok(_) => {
                     let diff = self
