@@ -99,6 +99,13 @@ pub struct NodeEntry {
     /// Kind-specific parameters.
     #[serde(default)]
     pub params: toml::Table,
+    /// A disabled node is checked like the others but not started (`--set nodes.N.enabled=false`).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+fn enabled_default() -> bool {
+    true
 }
 
 /// A node entry with its parameters parsed.
@@ -279,10 +286,12 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
         params
             .validate()
             .map_err(|(key, reason)| err(&k(&format!("params.{key}")), reason))?;
-        specs.push(NodeSpec {
-            entry: n.clone(),
-            params,
-        });
+        if n.enabled {
+            specs.push(NodeSpec {
+                entry: n.clone(),
+                params,
+            });
+        }
     }
     Ok(specs)
 }

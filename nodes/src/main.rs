@@ -104,6 +104,11 @@ enum Cmd {
         name: String,
         #[arg(long)]
         launch: PathBuf,
+        /// The run directory to share with the other nodes' processes (`{run_dir}` in node
+        /// parameters), e.g. the one an earlier `rft launch` or `rft pipeline --out` made.
+        /// Default: a new `runs/<time>-<launch>-<node>`.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
@@ -286,9 +291,14 @@ fn secs(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-fn run_launch(file: &std::path::Path, set: &[String], only: Option<&str>) -> anyhow::Result<()> {
+fn run_launch(
+    file: &std::path::Path,
+    set: &[String],
+    only: Option<&str>,
+    run_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let launch = launch::load(file, set)?;
-    let mut dir = None;
+    let mut dir = run_dir;
     if only.is_none()
         && let Some(p) = launch.file.pipeline.as_ref().filter(|p| p.enabled)
     {
@@ -426,8 +436,13 @@ fn run_sim(cmd: SimCmd) -> anyhow::Result<()> {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     match cli.cmd {
-        Cmd::Launch { file, set } => run_launch(&file, &set, None),
-        Cmd::Node { name, launch, set } => run_launch(&launch, &set, Some(&name)),
+        Cmd::Launch { file, set } => run_launch(&file, &set, None, None),
+        Cmd::Node {
+            name,
+            launch,
+            set,
+            run_dir,
+        } => run_launch(&launch, &set, Some(&name), run_dir),
         Cmd::Check { file, set } => {
             let l = launch::load(&file, &set)?;
             println!("{}: ok ({} nodes)", file.display(), l.nodes.len());

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, policy_bytes};
 use rft_policies::replay::{Batch, ReplayBuffer, TransitionIn};
 use rft_policies::train::sample_round;
@@ -51,6 +51,9 @@ pub struct FinetuneConfig {
     pub init_alpha: Option<f64>,
     /// Behaviour-cloning weight on the actor during fine-tuning (0: none).
     pub bc_weight: f64,
+    /// Exploration: 0 samples actions from the policy (SAC); above 0 acts with the policy's
+    /// mean plus Gaussian noise of this standard deviation (in the [-1, 1] action units).
+    pub explore_std: f64,
     /// Learner update rounds between published policy versions.
     pub publish_every: u64,
     /// Reward of a success (the classifier's), per-step penalty.
@@ -81,6 +84,7 @@ impl Default for FinetuneConfig {
             critic_warmup_rounds: 0,
             init_alpha: None,
             bc_weight: 0.0,
+            explore_std: 0.0,
             publish_every: 50,
             success_reward: 1.0,
             step_penalty: 0.0,
@@ -237,6 +241,36 @@ fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |x| format!("{x:.4}"))
 }
 
+/// Sets `agent` up for online updates: `utd` critic updates per round, the CQL regulariser
+/// kept or dropped (plain SAC), the BC weight, and the entropy temperature to start from.
+/// Errors name the setting (`utd`, `init_alpha`).
+pub fn prepare_online(
+    agent: &mut Agent,
+    utd: usize,
+    keep_cql: bool,
+    bc_weight: f64,
+    init_alpha: Option<f64>,
+) -> Result<(), String> {
+    if utd == 0 {
+        return Err("utd must be at least 1".into());
+    }
+    if let Some(a) = init_alpha
+        && !(a.is_finite() && a > 0.0)
+    {
+        return Err(format!("init_alpha {a} must be positive"));
+    }
+    agent.cfg.utd = utd;
+    if !keep_cql {
+        agent.cfg.cql = None;
+        agent.cfg.algorithm = rft_policies::Algorithm::Sac;
+    }
+    agent.cfg.bc_weight = bc_weight;
+    if let Some(a) = init_alpha {
+        agent.log_alpha.value = a.ln();
+    }
+    Ok(())
+}
+
 /// Reset-free fine-tuning of `agent` for `cfg.steps` steps. `offline` (the demos) is mixed into
 /// each batch at `cfg.offline_ratio`. Writes `metrics.csv`, `episodes.csv`, checkpoints and the
 /// final policy under `files.dir`.
@@ -262,21 +296,11 @@ pub fn finetune(
     if agent.cfg.num_tasks < 2 {
         anyhow::bail!("the policy must be task-conditioned (num_tasks = 2: forward, backward)");
     }
-    if cfg.utd == 0 {
-        anyhow::bail!("finetune.utd must be at least 1");
+    if !(cfg.explore_std.is_finite() && (0.0..=1.0).contains(&cfg.explore_std)) {
+        anyhow::bail!("finetune.explore_std {} must be in [0, 1]", cfg.explore_std);
     }
-    agent.cfg.utd = cfg.utd;
-    if !cfg.keep_cql {
-        agent.cfg.cql = None;
-        agent.cfg.algorithm = rft_policies::Algorithm::Sac;
-    }
-    agent.cfg.bc_weight = cfg.bc_weight;
-    if let Some(a) = cfg.init_alpha {
-        if !(a.is_finite() && a > 0.0) {
-            anyhow::bail!("finetune.init_alpha {a} must be positive");
-        }
-        agent.log_alpha.value = a.ln();
-    }
+    prepare_online(agent, cfg.utd, cfg.keep_cql, cfg.bc_weight, cfg.init_alpha)
+        .map_err(|e| anyhow::anyhow!("finetune.{e}"))?;
     let grad0 = agent.steps;
     std::fs::create_dir_all(&files.dir)?;
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;
@@ -307,7 +331,15 @@ pub fn finetune(
         let task = task_id(dir);
         let t0 = Instant::now();
         plant.observe(&mut obs);
-        policy.act(&obs, task, None, ActMode::Stochastic, &mut a)?;
+        if cfg.explore_std > 0.0 {
+            policy.act(&obs, task, None, ActMode::Deterministic, &mut a)?;
+            for x in &mut a {
+                let n: f64 = rng.sample(rand_distr::StandardNormal);
+                *x = (*x + (cfg.explore_std * n) as f32).clamp(-1.0, 1.0);
+            }
+        } else {
+            policy.act(&obs, task, None, ActMode::Stochastic, &mut a)?;
+        }
         log.act_us.push(t0.elapsed().as_secs_f32() * 1e6);
         let info = plant.apply(&a);
         if info.safety_override {

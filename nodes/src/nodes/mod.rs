@@ -1,9 +1,13 @@
 //! Every node kind a launch file can name, with its parameters.
 
+mod episode_manager;
 mod joint_sine;
 mod kinematic_arm;
+mod learner;
+mod policy_runner;
 mod recorder;
 mod reward;
+mod robot_state;
 mod safety_filter;
 mod sim_robot;
 mod test_camera;
@@ -13,8 +17,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use episode_manager::{EpisodeLog, EpisodeManager, EpisodeManagerParams};
 pub use joint_sine::{JointSine, JointSineParams};
 pub use kinematic_arm::{KinematicArm, KinematicArmParams};
+pub use learner::{Learner, LearnerParams, LearnerStats};
+pub use policy_runner::{PolicyRunner, PolicyRunnerParams, RunnerStats, in_run_dir, load_policy};
 pub use recorder::{Recorder, RecorderParams};
 pub use reward::{
     ClassifierSpec, KeypointSpec, RewardCounts, RewardNode, RewardParams, WaypointSpec,
@@ -38,6 +45,9 @@ pub enum NodeParams {
     SafetyFilter(Box<SafetyFilterParams>),
     SimRobot(Box<SimRobotParams>),
     Reward(Box<RewardParams>),
+    PolicyRunner(Box<PolicyRunnerParams>),
+    Learner(Box<LearnerParams>),
+    EpisodeManager(Box<EpisodeManagerParams>),
 }
 
 /// Node kinds, for error messages and `rft --help`.
@@ -49,6 +59,9 @@ pub const KINDS: &[&str] = &[
     "safety_filter",
     "sim_robot",
     "reward",
+    "policy_runner",
+    "learner",
+    "episode_manager",
 ];
 
 fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
@@ -75,6 +88,9 @@ impl NodeParams {
             "safety_filter" => Self::SafetyFilter(Box::new(de(params)?)),
             "sim_robot" => Self::SimRobot(Box::new(de(params)?)),
             "reward" => Self::Reward(Box::new(de(params)?)),
+            "policy_runner" => Self::PolicyRunner(Box::new(de(params)?)),
+            "learner" => Self::Learner(Box::new(de(params)?)),
+            "episode_manager" => Self::EpisodeManager(Box::new(de(params)?)),
             other => {
                 return Err((
                     String::new(),
@@ -97,6 +113,9 @@ impl NodeParams {
             Self::SafetyFilter(p) => p.validate(),
             Self::SimRobot(p) => p.validate(),
             Self::Reward(p) => p.validate(),
+            Self::PolicyRunner(p) => p.validate(),
+            Self::Learner(p) => p.validate(),
+            Self::EpisodeManager(p) => p.validate(),
         }
     }
 
@@ -107,6 +126,9 @@ impl NodeParams {
             Self::SafetyFilter(p) => p.resolve_paths(base),
             Self::SimRobot(p) => p.resolve_paths(base),
             Self::Reward(p) => p.resolve_paths(base),
+            Self::PolicyRunner(p) => p.resolve_paths(base),
+            Self::Learner(p) => p.resolve_paths(base),
+            Self::EpisodeManager(p) => p.resolve_paths(base),
             _ => {}
         }
     }
@@ -123,6 +145,11 @@ impl NodeParams {
             Self::SimRobot(_) => 100.0,
             // At most the camera's rate; each new frame is scored once.
             Self::Reward(_) => 10.0,
+            // The control rate.
+            Self::PolicyRunner(_) => 10.0,
+            // Each tick joins what arrived and runs at most a few update rounds.
+            Self::Learner(_) => 50.0,
+            Self::EpisodeManager(_) => 10.0,
         }
     }
 
@@ -158,7 +185,26 @@ pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<B
             Box::new(SafetyFilter::new(name, (**p).clone(), period, handle)?)
         }
         NodeParams::SimRobot(p) => Box::new(SimRobot::new(name, (**p).clone(), period, handle)?),
-        NodeParams::Reward(p) => Box::new(RewardNode::new(name, (**p).clone(), period, handle)?),
+        NodeParams::Reward(p) => {
+            let mut p = (**p).clone();
+            p.map_paths(|x| *x = in_run_dir(x, &ctx.run_dir));
+            Box::new(RewardNode::new(name, p, period, handle)?)
+        }
+        NodeParams::PolicyRunner(p) => {
+            let mut p = (**p).clone();
+            p.policy = in_run_dir(&p.policy, &ctx.run_dir);
+            Box::new(PolicyRunner::new(name, p, period, handle)?)
+        }
+        NodeParams::Learner(p) => {
+            let mut p = (**p).clone();
+            p.init = in_run_dir(&p.init, &ctx.run_dir);
+            p.out = in_run_dir(&p.out, &ctx.run_dir);
+            p.demos = p.demos.map(|d| in_run_dir(&d, &ctx.run_dir));
+            Box::new(Learner::new(name, p, period, handle)?)
+        }
+        NodeParams::EpisodeManager(p) => {
+            Box::new(EpisodeManager::new(name, (**p).clone(), period, handle)?)
+        }
     })
 }
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion, Vector3};
+use nalgebra::{Point3, Vector3};
 use rft_msgs::{
     Action, CameraInfo, EpisodePhase, Header, Image, JointState, PoseStamped, Reward, SafetyStatus,
     Time,
@@ -26,6 +26,7 @@ use rft_sim::{Direction, TaskKind};
 use serde::Deserialize;
 
 use super::check;
+use super::robot_state::iso;
 use crate::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use crate::error::{Error, Result};
 use crate::runtime::{Node, StepCtx};
@@ -187,25 +188,25 @@ impl RewardParams {
     }
 
     pub fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        self.map_paths(|p| super::policy_runner::resolve(p, base));
+    }
+
+    /// Applies `f` to every file path in the parameters.
+    pub fn map_paths(&mut self, mut f: impl FnMut(&mut PathBuf)) {
         for c in &mut self.classifiers {
             match c {
-                ClassifierSpec::Cnn { weights, .. } => fix(weights),
+                ClassifierSpec::Cnn { weights, .. } => f(weights),
                 ClassifierSpec::Clip {
                     model_dir, probe, ..
                 } => {
-                    fix(model_dir);
-                    fix(probe);
+                    f(model_dir);
+                    f(probe);
                 }
                 ClassifierSpec::Vlm(_) => {}
             }
         }
         if let Some(u) = &mut self.urdf {
-            fix(u);
+            f(u);
         }
     }
 }
@@ -282,14 +283,6 @@ fn load_classifier(node: &str, c: &ClassifierSpec) -> Result<Box<dyn SuccessClas
         }
         ClassifierSpec::Vlm(v) => Box::new(VlmClient::new(v.clone()).map_err(cfg_err)?),
     })
-}
-
-fn iso(p: &PoseStamped) -> Isometry3<f64> {
-    let (t, o) = (&p.pose.position, &p.pose.orientation);
-    Isometry3::from_parts(
-        Translation3::new(t.x, t.y, t.z),
-        UnitQuaternion::from_quaternion(Quaternion::new(o.w, o.x, o.y, o.z)),
-    )
 }
 
 impl RewardNode {

@@ -1,0 +1,242 @@
+//! The reset-free schedule over the bus: forward and backward alternate when the reward node
+//! reports success (it debounces k frames), on a timeout, or when nothing moves for a while;
+//! an object off the table pauses everything and asks for a human reset, counted.
+//!
+//! It publishes `/rft/phase` on every change (and again every `republish_s`, so late joiners
+//! learn the phase), and the human-reset count on `/rft/metrics`. A reset is reported done on
+//! `/rft/human_reset` (std_msgs/Bool `true`), by an operator or by the simulator.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rft_msgs::{
+    Bool, EpisodePhase, Header, JointState, Metric, PHASE_PAUSED_FOR_HUMAN, PHASE_RUNNING,
+    PHASE_STOPPED, PoseStamped, Reward,
+};
+use rft_sim::Direction;
+use serde::Deserialize;
+
+use super::policy_runner::{default_finger_max, default_fingers, resolve};
+use super::robot_state::{ToolFk, iso};
+use crate::autonomy::demos::task_id;
+use crate::autonomy::schedule::{Decision, Schedule, ScheduleConfig};
+use crate::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
+use crate::error::Result;
+use crate::runtime::{Node, StepCtx};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodeManagerParams {
+    /// Timeout, stuck detection, off-table height. `consecutive` counts successful rewards
+    /// (the reward node already debounces frames), so 1 is the usual value here.
+    #[serde(default = "default_schedule")]
+    pub schedule: ScheduleConfig,
+    #[serde(default = "rft_sim::world::default_urdf")]
+    pub urdf: PathBuf,
+    #[serde(default = "default_base")]
+    pub base_link: String,
+    #[serde(default = "default_tcp")]
+    pub tcp_link: String,
+    #[serde(default = "default_object_topic")]
+    pub object_topic: String,
+    /// Seconds between repeats of the current phase.
+    #[serde(default = "default_republish")]
+    pub republish_s: f64,
+}
+
+fn default_schedule() -> ScheduleConfig {
+    ScheduleConfig {
+        consecutive: 1,
+        ..ScheduleConfig::default()
+    }
+}
+fn default_base() -> String {
+    "panda_link0".into()
+}
+fn default_tcp() -> String {
+    "panda_hand_tcp".into()
+}
+fn default_object_topic() -> String {
+    "/rft/object_pose".into()
+}
+fn default_republish() -> f64 {
+    1.0
+}
+
+impl EpisodeManagerParams {
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        self.schedule
+            .validate()
+            .map_err(|(k, r)| (format!("schedule.{k}"), r))?;
+        super::check(
+            self.republish_s.is_finite() && self.republish_s > 0.0,
+            "republish_s",
+            || format!("{} must be positive", self.republish_s),
+        )
+    }
+
+    pub fn resolve_paths(&mut self, base: &Path) {
+        resolve(&mut self.urdf, base);
+    }
+}
+
+/// What happened, for tests and the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeLog {
+    /// (episode id, direction, reason it ended).
+    pub ended: Vec<(u64, String, String)>,
+    pub human_resets: u64,
+    pub paused: bool,
+}
+
+pub struct EpisodeManager {
+    name: String,
+    p: EpisodeManagerParams,
+    period: Duration,
+    fk: ToolFk,
+    schedule: Option<Schedule>,
+    rewards: Subscription<Reward>,
+    joints: Subscription<JointState>,
+    object: Subscription<PoseStamped>,
+    reset_done: Subscription<Bool>,
+    phase_out: Publisher<EpisodePhase>,
+    metric: Publisher<Metric>,
+    last_reason: String,
+    last_published_s: f64,
+    log: std::sync::Arc<std::sync::Mutex<EpisodeLog>>,
+}
+
+impl EpisodeManager {
+    pub fn new(
+        name: String,
+        p: EpisodeManagerParams,
+        period: Duration,
+        bus: &NodeHandle,
+    ) -> Result<Self> {
+        let fk = ToolFk::new(
+            &name,
+            &p.urdf,
+            &p.base_link,
+            &p.tcp_link,
+            &default_fingers(),
+            default_finger_max(),
+        )?;
+        let latest = QueueConfig::latest_only();
+        Ok(Self {
+            fk,
+            schedule: None,
+            rewards: bus.subscribe_quiet("/rft/reward", QueueConfig::drop_oldest(256))?,
+            joints: bus.subscribe_quiet("/joint_states", latest)?,
+            object: bus.subscribe_quiet(&p.object_topic, latest)?,
+            reset_done: bus.subscribe_quiet("/rft/human_reset", QueueConfig::drop_oldest(16))?,
+            phase_out: bus.publisher("/rft/phase")?,
+            metric: bus.publisher("/rft/metrics")?,
+            last_reason: "start".into(),
+            last_published_s: f64::NEG_INFINITY,
+            log: Default::default(),
+            name,
+            p,
+            period,
+        })
+    }
+
+    pub fn log(&self) -> std::sync::Arc<std::sync::Mutex<EpisodeLog>> {
+        self.log.clone()
+    }
+
+    fn publish_phase(&mut self, ctx: &StepCtx<'_>, phase: u8) -> Result<()> {
+        let Some(s) = &self.schedule else {
+            return Ok(());
+        };
+        self.phase_out.publish(EpisodePhase {
+            header: Header {
+                stamp: ctx.now,
+                frame_id: String::new(),
+            },
+            episode_id: s.episode(),
+            task_id: task_id(s.direction()),
+            phase,
+            reason: self.last_reason.clone(),
+        })?;
+        self.last_published_s = ctx.now.as_secs_f64();
+        Ok(())
+    }
+}
+
+impl Node for EpisodeManager {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn period(&self) -> Option<Duration> {
+        Some(self.period)
+    }
+
+    fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        let now_s = ctx.now.as_secs_f64();
+        let schedule = self.schedule.get_or_insert_with(|| {
+            Schedule::new(self.p.schedule.clone(), Direction::Forward, now_s)
+        });
+        let before = (schedule.episode(), schedule.is_paused());
+        // Only rewards scored for the current task count.
+        let want = task_id(schedule.direction());
+        let success = self
+            .rewards
+            .drain()
+            .into_iter()
+            .filter(|r| r.task_id == want && r.valid)
+            .fold(None, |acc: Option<bool>, r| {
+                Some(acc.unwrap_or(false) || r.success)
+            });
+        let (Some(js), Some(obj)) = (self.joints.latest(), self.object.latest()) else {
+            return Ok(());
+        };
+        let Some(tool) = self.fk.tcp(&js) else {
+            return Ok(());
+        };
+        let schedule = self.schedule.as_mut().expect("set above");
+        let object = iso(&obj).translation.vector;
+        let mut decision = schedule.tick(now_s, success, &object, &tool.translation.vector);
+        if decision == Decision::Paused && self.reset_done.drain().iter().any(|b| b.data) {
+            decision = schedule.human_reset_done(now_s);
+        }
+        let after = (schedule.episode(), schedule.is_paused());
+        let (dir, resets) = (schedule.direction(), schedule.human_resets());
+        if let Decision::End { reason, .. } = decision {
+            self.last_reason = reason.name().into();
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.ended
+                .push((before.0, dir.reverse().name().into(), reason.name().into()));
+            log.human_resets = resets;
+            log.paused = false;
+            drop(log);
+            tracing::info!(node = %self.name, episode = before.0, reason = reason.name(), next = dir.name(), "episode ended");
+            self.metric.publish(Metric {
+                header: Header {
+                    stamp: ctx.now,
+                    frame_id: String::new(),
+                },
+                source: self.name.clone(),
+                name: "human_resets".into(),
+                value: resets as f64,
+            })?;
+        }
+        if after.1 && !before.1 {
+            self.last_reason = "object_off_table".into();
+            self.log.lock().unwrap_or_else(|p| p.into_inner()).paused = true;
+            tracing::warn!(node = %self.name, "the object left the table: paused for a human reset (publish true on /rft/human_reset when done)");
+        }
+        let phase = if after.1 {
+            PHASE_PAUSED_FOR_HUMAN
+        } else {
+            PHASE_RUNNING
+        };
+        if before != after || now_s - self.last_published_s >= self.p.republish_s {
+            self.publish_phase(ctx, phase)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        self.publish_phase(ctx, PHASE_STOPPED)
+    }
+}

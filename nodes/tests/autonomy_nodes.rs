@@ -1,0 +1,511 @@
+//! The autonomous loop as nodes on the bus: simulated robot → safety filter ← policy runner,
+//! reward node, episode manager and learner. One test runs the launch-file graph on the
+//! runtime; the kill tests drive the same nodes step by step on a simulated clock so that one
+//! of them can be stopped mid-run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rft_msgs::{
+    Action, EpisodePhase, JointState, PHASE_RUNNING, PolicyUpdate, SAFETY_STOPPED, SafetyStatus,
+    Transition,
+};
+use rft_nodes::app;
+use rft_nodes::bus::{Bus, NodeHandle, QueueConfig, Signal, Subscription};
+use rft_nodes::launch;
+use rft_nodes::nodes::{
+    EpisodeManager, Learner, NodeParams, PolicyRunner, RewardNode, SafetyFilter, SimRobot,
+};
+use rft_nodes::runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
+use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
+use rft_rewards::{CnnClassifier, CnnConfig};
+
+/// A pre-trained (here: freshly initialised) task-conditioned state policy and a CNN success
+/// classifier that always fires (τ = 0), so that episodes switch every few frames.
+struct Artifacts {
+    _dir: tempfile::TempDir,
+    init: PathBuf,
+    classifier: PathBuf,
+    learner_out: PathBuf,
+}
+
+fn artifacts() -> Artifacts {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = candle_core::Device::Cpu;
+    let mut cfg = AgentConfig::preset(Algorithm::Sac, 14, 4);
+    cfg.num_tasks = 2;
+    cfg.hidden = vec![32, 32];
+    cfg.batch_size = 32;
+    let agent = Agent::new(cfg, &dev).unwrap();
+    let init = dir.path().join("pretrain");
+    checkpoint::save(&init, &agent, None, 0, 1, serde_json::json!({}), 2).unwrap();
+    let classifier = dir.path().join("reward.safetensors");
+    let mut clf = CnnClassifier::new(CnnConfig::default(), "push/forward", 3, &dev).unwrap();
+    clf.set_threshold(0.0);
+    clf.save(&classifier).unwrap();
+    Artifacts {
+        learner_out: dir.path().join("learner"),
+        init,
+        classifier,
+        _dir: dir,
+    }
+}
+
+fn launch_text(a: &Artifacts, duration_s: f64) -> String {
+    format!(
+        r#"
+name = "loop_test"
+duration_s = {duration_s}
+[clock]
+kind = "sim"
+[[nodes]]
+name = "robot"
+kind = "sim_robot"
+rate_hz = 100
+[nodes.params]
+realtime_factor = 0.0
+lockstep_timeout_ms = 0
+cameras = [{{ name = "camera", width = 64, height = 64, rate_hz = 10 }}]
+[[nodes]]
+name = "safety"
+kind = "safety_filter"
+[nodes.params]
+urdf = "../sim/assets/panda.urdf"
+joint_state_rate_hz = 100
+workspace_min = [0.2, -0.5, 0.01]
+workspace_max = [0.8, 0.5, 0.8]
+max_linear_m_s = 0.25
+stale_command_ms = 200
+[[nodes]]
+name = "policy"
+kind = "policy_runner"
+rate_hz = 10
+[nodes.params]
+policy = "{init}"
+[[nodes]]
+name = "reward"
+kind = "reward"
+rate_hz = 10
+[nodes.params]
+consecutive = 3
+classifiers = [{{ kind = "cnn", weights = "{clf}", threshold = 0.0 }}]
+[[nodes]]
+name = "episodes"
+kind = "episode_manager"
+rate_hz = 10
+[[nodes]]
+name = "learner"
+kind = "learner"
+rate_hz = 50
+[nodes.params]
+init = "{init}"
+out = "{out}"
+warmup_transitions = 10
+publish_every = 5
+checkpoint_every = 20
+offline_ratio = 0.0
+"#,
+        init = a.init.display(),
+        clf = a.classifier.display(),
+        out = a.learner_out.display(),
+    )
+}
+
+fn parse(a: &Artifacts, duration_s: f64) -> launch::Launch {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
+    launch::parse(&path, &launch_text(a, duration_s), &[]).unwrap()
+}
+
+#[test]
+fn the_loop_runs_reset_free_on_the_bus_and_the_runner_picks_up_new_weights() {
+    let a = artifacts();
+    let l = parse(&a, 8.0);
+    let runs = tempfile::tempdir().unwrap();
+    let prepared = app::prepare_in(&l, None, Some(runs.path().to_path_buf())).unwrap();
+    let test = prepared.bus.simple_node("observer").unwrap();
+    let q = QueueConfig::drop_oldest(100_000);
+    let policies: Subscription<PolicyUpdate> = test.subscribe("/rft/policy", q).unwrap();
+    let actions: Subscription<Action> = test.subscribe("/rft/action", q).unwrap();
+    let transitions: Subscription<Transition> = test.subscribe("/rft/transition", q).unwrap();
+    let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
+    let report = app::run(prepared, |_| {}).unwrap();
+    for n in &report.nodes {
+        assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
+    }
+
+    // Versioned weights, checksummed, in order.
+    let updates = policies.drain();
+    assert!(updates.len() >= 2, "{} policy updates", updates.len());
+    for w in updates.windows(2) {
+        assert!(w[1].version > w[0].version);
+    }
+    for u in &updates {
+        assert_eq!(checkpoint::sha256_hex(&u.data), u.sha256);
+    }
+    // The runner acted on them without a restart.
+    let acts = actions.drain();
+    assert!(acts.len() >= 60, "{} actions", acts.len());
+    let last_version = acts.last().unwrap().policy_version;
+    assert!(last_version > 1, "the runner never swapped weights");
+    assert!(
+        acts.windows(2)
+            .all(|w| w[1].policy_version >= w[0].policy_version)
+    );
+
+    // Reset-free: forward and backward alternate on the classifier's success, no human reset.
+    let phases: Vec<EpisodePhase> = phases.drain().iter().map(|p| (**p).clone()).collect();
+    let mut episodes: Vec<(u64, u8)> = phases.iter().map(|p| (p.episode_id, p.task_id)).collect();
+    episodes.dedup();
+    assert!(episodes.len() >= 4, "episodes {episodes:?}");
+    for w in episodes.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1);
+        assert_ne!(w[1].1, w[0].1, "the task alternates");
+    }
+    assert!(
+        phases
+            .iter()
+            .all(|p| p.phase == PHASE_RUNNING || p.phase == rft_msgs::PHASE_STOPPED)
+    );
+    assert!(phases.iter().skip(1).any(|p| p.reason == "success"));
+
+    // Transitions: both tasks, episodes ending in the classifier's success.
+    let ts = transitions.drain();
+    assert!(ts.iter().any(|t| t.task_id == 0) && ts.iter().any(|t| t.task_id == 1));
+    assert!(
+        ts.iter().any(|t| t.done),
+        "no transition ended an episode in success"
+    );
+    for t in ts.iter() {
+        assert_eq!(t.obs.len(), 14);
+        assert_eq!(t.action.len(), 4);
+        assert!(t.next_obs_stamp.as_nanos() > t.header.stamp.as_nanos());
+    }
+
+    // The learner's checkpoint holds the joined transitions, rewards from the classifier.
+    let restored = checkpoint::load_latest(
+        &a.learner_out.join("checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .expect("a learner checkpoint");
+    let replay = restored.replay.expect("the replay buffer is checkpointed");
+    assert!(
+        replay.len() >= 20,
+        "{} transitions in the buffer",
+        replay.len()
+    );
+    assert!(replay.len() <= ts.len());
+    assert!(restored.meta.policy_version >= updates.last().unwrap().version);
+}
+
+/// The nodes of the loop stepped by hand on a simulated clock: 100 Hz robot and filter,
+/// 10 Hz runner, reward and episode manager, 50 Hz learner.
+struct Rig {
+    robot: SimRobot,
+    safety: SafetyFilter,
+    runner: Option<PolicyRunner>,
+    reward: RewardNode,
+    episodes: EpisodeManager,
+    learner: Option<Learner>,
+    clock: Clock,
+    shutdown: Shutdown,
+    tick: u64,
+    actions: Subscription<Action>,
+    states: Subscription<JointState>,
+    safety_status: Subscription<SafetyStatus>,
+    policies: Subscription<PolicyUpdate>,
+    bus: Bus,
+    _test: NodeHandle,
+}
+
+impl Rig {
+    fn new(a: &Artifacts) -> Self {
+        let l = parse(a, 1.0);
+        let bus = Bus::inproc();
+        let node = |n: &str| {
+            bus.node(n, BTreeMap::new(), Arc::new(Signal::default()))
+                .unwrap()
+        };
+        let ms = Duration::from_millis;
+        let mut robot = None;
+        let mut safety = None;
+        let mut runner = None;
+        let mut reward = None;
+        let mut episodes = None;
+        let mut learner = None;
+        for spec in &l.nodes {
+            match &spec.params {
+                NodeParams::SimRobot(p) => {
+                    robot = Some(
+                        SimRobot::new("robot".into(), (**p).clone(), ms(10), &node("robot"))
+                            .unwrap(),
+                    )
+                }
+                NodeParams::SafetyFilter(p) => {
+                    safety = Some(
+                        SafetyFilter::new("safety".into(), (**p).clone(), ms(10), &node("safety"))
+                            .unwrap(),
+                    )
+                }
+                NodeParams::PolicyRunner(p) => {
+                    runner = Some(
+                        PolicyRunner::new("policy".into(), (**p).clone(), ms(100), &node("policy"))
+                            .unwrap(),
+                    )
+                }
+                NodeParams::Reward(p) => {
+                    reward = Some(
+                        RewardNode::new("reward".into(), (**p).clone(), ms(100), &node("reward"))
+                            .unwrap(),
+                    )
+                }
+                NodeParams::EpisodeManager(p) => {
+                    episodes = Some(
+                        EpisodeManager::new(
+                            "episodes".into(),
+                            (**p).clone(),
+                            ms(100),
+                            &node("episodes"),
+                        )
+                        .unwrap(),
+                    )
+                }
+                NodeParams::Learner(p) => {
+                    learner = Some(
+                        Learner::new("learner".into(), (**p).clone(), ms(20), &node("learner"))
+                            .unwrap(),
+                    )
+                }
+                _ => unreachable!(),
+            }
+        }
+        let test = node("test");
+        let q = QueueConfig::drop_oldest(100_000);
+        Self {
+            robot: robot.unwrap(),
+            safety: safety.unwrap(),
+            runner,
+            reward: reward.unwrap(),
+            episodes: episodes.unwrap(),
+            learner,
+            clock: Clock::Sim(Arc::new(SimClock::default())),
+            shutdown: Shutdown::default(),
+            tick: 0,
+            actions: test.subscribe("/rft/action", q).unwrap(),
+            states: test.subscribe("/joint_states", q).unwrap(),
+            safety_status: test.subscribe("/rft/safety", q).unwrap(),
+            policies: test.subscribe("/rft/policy", q).unwrap(),
+            bus,
+            _test: test,
+        }
+    }
+
+    /// One 10 ms robot period.
+    fn step(&mut self) {
+        let ctx = StepCtx::new(self.clock.now(), &self.clock, &self.shutdown);
+        self.robot.step(&ctx).unwrap();
+        let ctx = StepCtx::new(self.clock.now(), &self.clock, &self.shutdown);
+        self.safety.on_wake(&ctx).unwrap();
+        self.safety.step(&ctx).unwrap();
+        if self.tick.is_multiple_of(10) {
+            if let Some(r) = &mut self.runner {
+                r.step(&ctx).unwrap();
+            }
+            self.reward.step(&ctx).unwrap();
+            self.episodes.step(&ctx).unwrap();
+        }
+        if self.tick.is_multiple_of(2)
+            && let Some(l) = &mut self.learner
+        {
+            l.step(&ctx).unwrap();
+        }
+        self.tick += 1;
+    }
+
+    fn run_until(&mut self, max_s: f64, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
+        let steps = (max_s * 100.0) as usize;
+        for _ in 0..steps {
+            self.step();
+            if done(self) {
+                return;
+            }
+        }
+        panic!("{what}: not within {max_s} s of simulated time");
+    }
+}
+
+#[test]
+fn stopping_the_learner_leaves_the_runner_acting_on_its_last_weights() {
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    let stats = rig.runner.as_ref().unwrap().stats();
+    let mut published = Vec::new();
+    rig.run_until(30.0, "three policy versions reach the runner", |r| {
+        published.extend(r.policies.drain().iter().map(|u| u.version));
+        stats.lock().unwrap().version >= 3
+    });
+    // Stop the learner mid-run (its thread is gone: no more updates, no goodbye).
+    let learner = rig.learner.take().unwrap();
+    let last = learner.stats().lock().unwrap().version;
+    drop(learner);
+    published.extend(rig.policies.drain().iter().map(|u| u.version));
+    assert_eq!(published.last(), Some(&last));
+    rig.actions.drain();
+    let before = stats.lock().unwrap().clone();
+    for _ in 0..300 {
+        rig.step();
+    }
+    let after = stats.lock().unwrap().clone();
+    let acts = rig.actions.drain();
+    // Three more seconds at 10 Hz: every tick acted, on the last weights it received.
+    assert!(
+        acts.len() >= 29,
+        "{} actions after the learner stopped",
+        acts.len()
+    );
+    assert!(acts.iter().all(|x| x.policy_version == before.version));
+    assert_eq!(after.actions - before.actions, acts.len() as u64);
+    assert_eq!(after.stale_obs, before.stale_obs);
+    assert_eq!(after.rejected_updates, 0);
+    assert!(before.version <= last);
+}
+
+#[test]
+fn stopping_the_runner_makes_the_safety_filter_stop_the_arm_within_its_timeout() {
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    rig.learner = None;
+    // The untrained policy moves the arm.
+    rig.run_until(5.0, "the arm moves", |r| {
+        r.states
+            .drain()
+            .last()
+            .is_some_and(|s| s.velocity.iter().take(7).map(|v| v * v).sum::<f64>().sqrt() > 0.02)
+    });
+    let last_action = rig
+        .actions
+        .drain()
+        .last()
+        .map(|x| x.header.stamp.as_nanos())
+        .unwrap();
+    // Stop the runner.
+    rig.runner = None;
+    rig.safety_status.drain();
+    let stopped_at = {
+        let mut at = None;
+        for _ in 0..200 {
+            rig.step();
+            let s = rig.safety_status.drain();
+            if let Some(x) = s.iter().find(|x| x.state == SAFETY_STOPPED) {
+                at = Some((x.header.stamp.as_nanos(), x.reason.clone()));
+                break;
+            }
+        }
+        at.expect("the filter stops the arm")
+    };
+    // stale_command_ms = 200, then braking at the joints' acceleration limits.
+    let since_ms = (stopped_at.0 - last_action) as f64 * 1e-6;
+    assert!(
+        since_ms > 200.0,
+        "stopped after {since_ms} ms, before the command went stale"
+    );
+    assert!(
+        since_ms < 200.0 + 300.0,
+        "stopped {since_ms} ms after the last action"
+    );
+    assert_eq!(stopped_at.1, "stale command");
+    // The arm is at rest.
+    for _ in 0..10 {
+        rig.step();
+    }
+    let s = rig.states.drain();
+    let v = s
+        .last()
+        .unwrap()
+        .velocity
+        .iter()
+        .take(7)
+        .map(|v| v.abs())
+        .fold(0.0, f64::max);
+    assert!(v < 1e-3, "joint speed {v} rad/s after the stop");
+}
+
+#[test]
+fn a_restarted_learner_resumes_from_its_checkpoint_with_the_replay_buffer() {
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    let stats = rig.learner.as_ref().unwrap().stats();
+    rig.run_until(40.0, "two learner checkpoints", |_| {
+        stats.lock().unwrap().checkpoints >= 2
+    });
+    // Stop it: the shutdown hook writes a final checkpoint (nothing new since the last one
+    // here, so none is written).
+    let mut learner = rig.learner.take().unwrap();
+    let ctx = StepCtx::new(rig.clock.now(), &rig.clock, &rig.shutdown);
+    learner.shutdown(&ctx).unwrap();
+    let s = stats.lock().unwrap().clone();
+    let steps = learner.agent().steps;
+    drop(learner);
+    let ckpt = checkpoint::load_latest(
+        &a.learner_out.join("checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .unwrap();
+    let saved = ckpt.replay.unwrap();
+    assert_eq!(ckpt.agent.steps, steps);
+    // Restart it on the same launch parameters.
+    let l = parse(&a, 1.0);
+    let p = l
+        .nodes
+        .iter()
+        .find_map(|n| match &n.params {
+            NodeParams::Learner(p) => Some((**p).clone()),
+            _ => None,
+        })
+        .unwrap();
+    let h = rig
+        .bus
+        .node("learner2", BTreeMap::new(), Arc::new(Signal::default()))
+        .unwrap();
+    let restarted = Learner::new("learner".into(), p, Duration::from_millis(20), &h).unwrap();
+    let rs = restarted.stats().lock().unwrap().clone();
+    assert!(rs.resumed);
+    assert_eq!(rs.buffer_len, saved.len());
+    assert!(
+        saved.len() as u64 >= s.rewarded.min(20),
+        "{} saved of {} rewarded",
+        saved.len(),
+        s.rewarded
+    );
+    assert_eq!(rs.version, ckpt.meta.policy_version);
+    assert_eq!(restarted.agent().steps, steps);
+    // Same weights: the same observation gets the same deterministic action.
+    let obs: Vec<f32> = saved.observations().next().unwrap().to_vec();
+    let act = |agent: &Agent| {
+        let h = rft_policies::handle::InferencePolicy::from_agent(agent, 0).unwrap();
+        let mut ph = rft_policies::handle::PolicyHandle::new(h, 0);
+        let mut out = [0.0f32; 4];
+        ph.act(
+            &obs,
+            0,
+            None,
+            rft_policies::handle::ActMode::Deterministic,
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    assert_eq!(act(restarted.agent()), act(&ckpt.agent));
+    // It keeps learning from there: new rounds continue the step count.
+    rig.learner = Some(restarted);
+    let stats2 = rig.learner.as_ref().unwrap().stats();
+    rig.run_until(20.0, "the restarted learner publishes", |_| {
+        stats2.lock().unwrap().version > rs.version
+    });
+    assert!(rig.learner.as_ref().unwrap().agent().steps > steps);
+}
