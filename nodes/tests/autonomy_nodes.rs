@@ -146,7 +146,11 @@ fn the_loop_runs_reset_free_on_the_bus_and_the_runner_picks_up_new_weights() {
     }
     // The runner acted on them without a restart.
     let acts = actions.drain();
-    assert!(acts.len() >= 60, "{} actions", acts.len());
+    assert!(
+        acts.len() >= 75,
+        "{} actions in 80 control ticks",
+        acts.len()
+    );
     let last_version = acts.last().unwrap().policy_version;
     assert!(last_version > 1, "the runner never swapped weights");
     assert!(
@@ -508,4 +512,102 @@ fn a_restarted_learner_resumes_from_its_checkpoint_with_the_replay_buffer() {
         stats2.lock().unwrap().version > rs.version
     });
     assert!(rig.learner.as_ref().unwrap().agent().steps > steps);
+}
+
+#[test]
+fn a_corrupt_policy_update_is_counted_and_dropped_and_the_runner_keeps_acting() {
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    rig.learner = None;
+    let stats = rig.runner.as_ref().unwrap().stats();
+    rig.run_until(2.0, "the runner acts", |_| {
+        stats.lock().unwrap().actions >= 5
+    });
+    let test = rig
+        .bus
+        .node("operator", BTreeMap::new(), Arc::new(Signal::default()))
+        .unwrap();
+    let updates = test.publisher::<PolicyUpdate>("/rft/policy").unwrap();
+    // Bytes that do not match their checksum, then bytes that are not a policy at all.
+    updates
+        .publish(PolicyUpdate {
+            version: 7,
+            data: vec![1, 2, 3],
+            sha256: "00".repeat(32),
+            ..Default::default()
+        })
+        .unwrap();
+    for _ in 0..10 {
+        rig.step();
+    }
+    updates
+        .publish(PolicyUpdate {
+            version: 8,
+            data: vec![1, 2, 3],
+            sha256: checkpoint::sha256_hex(&[1, 2, 3]),
+            ..Default::default()
+        })
+        .unwrap();
+    rig.actions.drain();
+    let before = stats.lock().unwrap().actions;
+    for _ in 0..100 {
+        rig.step();
+    }
+    let s = stats.lock().unwrap().clone();
+    assert_eq!(s.rejected_updates, 2);
+    assert_eq!(s.swaps, 0);
+    assert_eq!(s.version, 1);
+    assert!(
+        s.actions >= before + 9,
+        "{} actions after the bad updates",
+        s.actions - before
+    );
+    assert!(rig.actions.drain().iter().all(|x| x.policy_version == 1));
+}
+
+#[test]
+fn bad_loop_settings_are_rejected_with_the_key_before_anything_runs() {
+    let a = artifacts();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
+    for (set, key) in [
+        ("nodes.2.params.mode=\"greedy\"", "nodes[2].params.mode"),
+        (
+            "nodes.2.params.explore_std=2.0",
+            "nodes[2].params.explore_std",
+        ),
+        (
+            "nodes.2.params.action.max_linear_m_s=-1.0",
+            "nodes[2].params.action.max_linear_m_s",
+        ),
+        (
+            "nodes.4.params.schedule.timeout_s=0.0",
+            "nodes[4].params.schedule.timeout_s",
+        ),
+        ("nodes.5.params.utd=0", "nodes[5].params.utd"),
+        (
+            "nodes.5.params.offline_ratio=1.5",
+            "nodes[5].params.offline_ratio",
+        ),
+        ("nodes.5.params.learning_rate=1.0", "nodes[5].params"),
+    ] {
+        let e = launch::parse(&path, &launch_text(&a, 1.0), &[set.to_string()])
+            .err()
+            .unwrap_or_else(|| panic!("{set} was accepted"))
+            .to_string();
+        assert!(e.contains(key), "{set}: {e}");
+    }
+    // A missing policy file is named when the runner starts.
+    let mut l = parse(&a, 1.0);
+    let NodeParams::PolicyRunner(p) = &mut l.nodes[2].params else {
+        panic!()
+    };
+    p.policy = a.init.join("nope.safetensors");
+    let e = app::prepare_in(&l, None, Some(a.init.clone()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("params.policy") && e.contains("nope.safetensors"),
+        "{e}"
+    );
 }

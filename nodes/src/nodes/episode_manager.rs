@@ -102,6 +102,8 @@ pub struct EpisodeManager {
     phase_out: Publisher<EpisodePhase>,
     metric: Publisher<Metric>,
     last_reason: String,
+    last_js: Option<std::sync::Arc<JointState>>,
+    last_obj: Option<std::sync::Arc<PoseStamped>>,
     last_published_s: f64,
     log: std::sync::Arc<std::sync::Mutex<EpisodeLog>>,
 }
@@ -132,6 +134,8 @@ impl EpisodeManager {
             phase_out: bus.publisher("/rft/phase")?,
             metric: bus.publisher("/rft/metrics")?,
             last_reason: "start".into(),
+            last_js: None,
+            last_obj: None,
             last_published_s: f64::NEG_INFINITY,
             log: Default::default(),
             name,
@@ -187,7 +191,14 @@ impl Node for EpisodeManager {
             .fold(None, |acc: Option<bool>, r| {
                 Some(acc.unwrap_or(false) || r.success)
             });
-        let (Some(js), Some(obj)) = (self.joints.latest(), self.object.latest()) else {
+        // `latest` takes the newest message off the queue: keep the last one of each.
+        if let Some(m) = self.joints.latest() {
+            self.last_js = Some(m);
+        }
+        if let Some(m) = self.object.latest() {
+            self.last_obj = Some(m);
+        }
+        let (Some(js), Some(obj)) = (self.last_js.clone(), self.last_obj.clone()) else {
             return Ok(());
         };
         let Some(tool) = self.fk.tcp(&js) else {

@@ -198,6 +198,8 @@ pub struct PolicyRunner {
     transition_out: Publisher<Transition>,
     pending: Option<Pending>,
     last_phase: Option<EpisodePhase>,
+    last_js: Option<Arc<JointState>>,
+    last_obj: Option<Arc<PoseStamped>>,
     last_tick: Option<Instant>,
     last_state_stamp: Option<Time>,
     episode: Option<u64>,
@@ -253,6 +255,8 @@ impl PolicyRunner {
             transition_out: bus.publisher("/rft/transition")?,
             pending: None,
             last_phase: None,
+            last_js: None,
+            last_obj: None,
             last_tick: None,
             last_state_stamp: None,
             episode: None,
@@ -360,7 +364,14 @@ impl Node for PolicyRunner {
         // A fresh, synchronised observation.
         let t0 = Instant::now();
         let max_age = (self.p.max_obs_age_ms * 1e6) as i64;
-        let (Some(js), Some(obj)) = (self.joints.latest(), self.object.latest()) else {
+        // `latest` takes the newest message off the queue: keep the last one of each.
+        if let Some(m) = self.joints.latest() {
+            self.last_js = Some(m);
+        }
+        if let Some(m) = self.object.latest() {
+            self.last_obj = Some(m);
+        }
+        let (Some(js), Some(obj)) = (self.last_js.clone(), self.last_obj.clone()) else {
             self.with_stats(|s| s.stale_obs += 1);
             return Ok(());
         };
