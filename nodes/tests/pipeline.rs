@@ -191,6 +191,64 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
     );
 }
 
+/// The second configuration: the policy sees the scene camera (through its CNN encoder) and
+/// the tool pose instead of the object's pose. Small budgets: it only has to run end to end.
+#[test]
+fn image_observations_run_the_pipeline_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut args = vec!["pipeline", "--out", run.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&[
+        "--set",
+        "plant.observation=\"image\"",
+        "--set",
+        "plant.policy_image_size=32",
+        "--set",
+        "pretrain.algorithm=\"bc\"",
+        "--set",
+        "pretrain.steps=10",
+        "--set",
+        "pretrain.batch_size=16",
+        "--set",
+        "finetune.steps=120",
+        "--set",
+        "finetune.checkpoint_every=0",
+    ]);
+    let (ok, text) = rft(&args);
+    assert!(ok, "rft pipeline (image observations) failed:\n{text}");
+    let demos = ReplayBuffer::load(&run.join("demos/demos.safetensors")).unwrap();
+    assert_eq!(demos.obs_dim, 6, "proprioception only: no object pose");
+    let shape = demos.image.expect("the demos hold the policy's images");
+    assert_eq!((shape.channels, shape.height, shape.width), (3, 32, 32));
+    let ft = checkpoint::load_latest(
+        &run.join("finetune/checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .expect("a fine-tuning checkpoint");
+    let enc = ft.agent.cfg.encoder.clone().expect("an image encoder");
+    assert_eq!((enc.height, enc.width), (32, 32));
+    let replay = ft.replay.unwrap();
+    assert_eq!((replay.len(), replay.image), (120, Some(shape)));
+    assert!(ft.agent.steps > 0, "the learner trained on images");
+    // `rft eval` recognises an image policy and renders its observations.
+    let (ok, text) = rft(&[
+        "eval",
+        "--checkpoint",
+        run.join("finetune/policy.safetensors").to_str().unwrap(),
+        "--episodes",
+        "1",
+        "--max-s",
+        "1",
+        "--direction",
+        "backward",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("push backward: success"), "{text}");
+}
+
 #[test]
 fn bad_pipeline_settings_are_rejected_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,6 @@ use rft_sim::{Direction, ExpertObs, expert::expert_for};
 use serde::{Deserialize, Serialize};
 
 use super::action::ACTION_DIM;
-use super::obs::STATE_OBS_DIM;
 use super::plant::{PlantConfig, SimPlant};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,9 +76,12 @@ pub fn collect(
                 task_id: task_id(dir),
                 ..Default::default()
             };
-            let mut o = [0.0f32; STATE_OBS_DIM];
-            plant.observe(&mut o);
-            ep.obs.push(o.to_vec());
+            let (mut o, mut img) = (Vec::new(), Vec::new());
+            plant.observe(&mut o, &mut img);
+            ep.obs.push(o.clone());
+            if !img.is_empty() {
+                ep.images.push(img.clone());
+            }
             for _ in 0..steps {
                 let e = expert.act(&ExpertObs::from_sim(&plant.sim));
                 let mut a = map.action_of(&e.linear, e.angular.z);
@@ -89,9 +91,12 @@ pub fn collect(
                     }
                 }
                 let info = plant.apply(&a);
-                plant.observe(&mut o);
+                plant.observe(&mut o, &mut img);
                 let done = plant.truth(dir).success;
-                ep.obs.push(o.to_vec());
+                ep.obs.push(o.clone());
+                if !img.is_empty() {
+                    ep.images.push(img.clone());
+                }
                 ep.actions.push(a.to_vec());
                 ep.rewards.push(if done { 1.0 } else { 0.0 });
                 ep.interventions.push(false);

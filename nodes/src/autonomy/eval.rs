@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::action::ACTION_DIM;
 use super::demos::task_id;
-use super::obs::STATE_OBS_DIM;
 use super::plant::SimPlant;
 
 /// A success rate with its 95 % Wilson score interval.
@@ -86,15 +85,16 @@ pub fn evaluate(
     max_s: f64,
 ) -> anyhow::Result<EvalResult> {
     let steps = (max_s * plant.config().control_hz).round().max(1.0) as usize;
-    let mut obs = [0.0f32; STATE_OBS_DIM];
+    let (mut obs, mut img) = (Vec::new(), Vec::new());
     let mut a = [0.0f32; ACTION_DIM];
     let (mut ok, mut time) = (0, 0.0);
     for i in 0..episodes {
         plant.reset_for(seed + i as u64, dir);
         let t0 = plant.time_s();
         for _ in 0..steps {
-            plant.observe(&mut obs);
-            policy.act(&obs, task_id(dir), None, ActMode::Deterministic, &mut a)?;
+            plant.observe(&mut obs, &mut img);
+            let image = (!img.is_empty()).then_some(img.as_slice());
+            policy.act(&obs, task_id(dir), image, ActMode::Deterministic, &mut a)?;
             plant.apply(&a);
             if plant.truth(dir).success {
                 ok += 1;

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use super::action::ACTION_DIM;
 use super::demos::task_id;
 use super::eval::{EvalResult, Rate, evaluate};
-use super::obs::STATE_OBS_DIM;
 use super::plant::{PlantConfig, SimPlant};
 use super::schedule::{Decision, EndReason, Schedule, ScheduleConfig};
 
@@ -286,11 +285,25 @@ pub fn finetune(
     cfg.schedule
         .validate()
         .map_err(|(k, r)| anyhow::anyhow!("finetune.schedule.{k}: {r}"))?;
-    if agent.cfg.obs_dim != STATE_OBS_DIM || agent.cfg.act_dim != ACTION_DIM {
+    let obs_dim = plant_cfg.obs_dim();
+    let image_shape = plant_cfg.image_shape();
+    if agent.cfg.obs_dim != obs_dim || agent.cfg.act_dim != ACTION_DIM {
         anyhow::bail!(
-            "the policy has observation {} / action {}; the sim loop needs {STATE_OBS_DIM} / {ACTION_DIM}",
+            "the policy has observation {} / action {}; the sim loop ({:?} observations) needs {obs_dim} / {ACTION_DIM}",
             agent.cfg.obs_dim,
-            agent.cfg.act_dim
+            agent.cfg.act_dim,
+            plant_cfg.observation
+        );
+    }
+    if agent.cfg.encoder.is_some() != image_shape.is_some() {
+        anyhow::bail!(
+            "the policy {} an image encoder but the plant's observation is {:?}",
+            if agent.cfg.encoder.is_some() {
+                "has"
+            } else {
+                "lacks"
+            },
+            plant_cfg.observation
         );
     }
     if agent.cfg.num_tasks < 2 {
@@ -308,7 +321,7 @@ pub fn finetune(
     let mut version = 1u64;
     let mut policy = PolicyHandle::new(InferencePolicy::from_agent(agent, version)?, cfg.seed);
     let mut eval_policy = policy.clone();
-    let mut buffer = ReplayBuffer::new(cfg.steps as usize + 1, STATE_OBS_DIM, ACTION_DIM, None);
+    let mut buffer = ReplayBuffer::new(cfg.steps as usize + 1, obs_dim, ACTION_DIM, image_shape);
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let mut batches: Vec<Batch> = Vec::new();
     let mut schedule = Schedule::new(cfg.schedule.clone(), Direction::Forward, plant.time_s());
@@ -319,26 +332,28 @@ pub fn finetune(
         std::io::BufWriter::new(std::fs::File::create(files.dir.join("episodes.csv"))?);
     writeln!(eps_csv, "end_step,direction,reason,steps,true_success")?;
     let start = Instant::now();
-    let (mut obs, mut next) = ([0.0f32; STATE_OBS_DIM], [0.0f32; STATE_OBS_DIM]);
+    let (mut obs, mut next) = (Vec::new(), Vec::new());
+    let (mut pimg, mut next_pimg) = (Vec::new(), Vec::new());
     let mut a = [0.0f32; ACTION_DIM];
     let mut ep_start = 0u64;
     let mut window = [Counts::default(); 2];
     let mut last_eval: Option<EvalPoint> = None;
     log.act_us.reserve(cfg.steps as usize);
-    plant.observe(&mut obs);
+    plant.observe(&mut obs, &mut pimg);
     for step in 1..=cfg.steps {
         let dir = schedule.direction();
         let task = task_id(dir);
         let t0 = Instant::now();
-        plant.observe(&mut obs);
+        plant.observe(&mut obs, &mut pimg);
+        let image = (!pimg.is_empty()).then_some(pimg.as_slice());
         if cfg.explore_std > 0.0 {
-            policy.act(&obs, task, None, ActMode::Deterministic, &mut a)?;
+            policy.act(&obs, task, image, ActMode::Deterministic, &mut a)?;
             for x in &mut a {
                 let n: f64 = rng.sample(rand_distr::StandardNormal);
                 *x = (*x + (cfg.explore_std * n) as f32).clamp(-1.0, 1.0);
             }
         } else {
-            policy.act(&obs, task, None, ActMode::Stochastic, &mut a)?;
+            policy.act(&obs, task, image, ActMode::Stochastic, &mut a)?;
         }
         log.act_us.push(t0.elapsed().as_secs_f32() * 1e6);
         let info = plant.apply(&a);
@@ -368,7 +383,7 @@ pub fn finetune(
             );
             decision = schedule.human_reset_done(plant.time_s());
         }
-        plant.observe(&mut next);
+        plant.observe(&mut next, &mut next_pimg);
         let (ended, reason) = match decision {
             Decision::End { reason, .. } => (true, Some(reason)),
             _ => (false, None),
@@ -385,6 +400,8 @@ pub fn finetune(
             task_id: task,
             safety_override: info.safety_override,
             mc_return: f32::NEG_INFINITY,
+            image: (!pimg.is_empty()).then_some(pimg.as_slice()),
+            next_image: (!next_pimg.is_empty()).then_some(next_pimg.as_slice()),
             ..Default::default()
         })?;
         if let Some(r) = reason {

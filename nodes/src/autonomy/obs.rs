@@ -24,6 +24,23 @@ pub const STATE_OBS_NAMES: [&str; STATE_OBS_DIM] = [
     "gripper_opening",
 ];
 
+/// Length of the proprioceptive observation used with images: tool position, tool yaw
+/// (sin/cos of twice it), gripper opening.
+pub const PROPRIO_OBS_DIM: usize = 6;
+
+/// Writes the proprioceptive observation (the first values of the state observation's tool
+/// part, and the gripper).
+pub fn proprio_obs(tcp: &Isometry3<f64>, gripper_opening: f64, out: &mut [f32; PROPRIO_OBS_DIM]) {
+    let p = tcp.translation.vector;
+    let ty = 2.0 * yaw_of(&tcp.rotation);
+    for (o, x) in out
+        .iter_mut()
+        .zip([p.x, p.y, p.z, ty.sin(), ty.cos(), gripper_opening])
+    {
+        *o = x as f32;
+    }
+}
+
 /// Yaw about world z of a frame's x axis.
 pub fn yaw_of(r: &UnitQuaternion<f64>) -> f64 {
     let x = r * Vector3::x();

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rft_policies::dataset::buffer_from_episodes;
+use rft_policies::dataset::{buffer_from_episodes, buffer_from_image_episodes};
 use rft_policies::handle::{InferencePolicy, PolicyHandle};
 use rft_policies::train::{MetricsCsv, ProgressLine, train_offline};
 use rft_policies::{Agent, AgentConfig, Algorithm, ObsNorm, ReplayBuffer, checkpoint};
@@ -20,8 +20,9 @@ use super::action::ACTION_DIM;
 use super::demos::{DemoConfig, collect, successes};
 use super::eval::{EvalResult, evaluate};
 use super::finetune::{Classifiers, FinetuneConfig, FinetuneLog, RunFiles, finetune, write_json};
-use super::obs::STATE_OBS_DIM;
+use super::plant::ObservationKind;
 use super::plant::{PlantConfig, SimPlant};
+use rft_policies::nets::EncoderConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -323,7 +324,10 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
             ok[1],
             cfg.demos.episodes_per_direction
         ));
-        let buf = buffer_from_episodes(&eps, 0.99, None, 0)?;
+        let buf = match cfg.plant.image_shape() {
+            Some(shape) => buffer_from_image_episodes(&eps, shape, 0.99, None, 0)?,
+            None => buffer_from_episodes(&eps, 0.99, None, 0)?,
+        };
         std::fs::create_dir_all(demos_file.parent().unwrap_or(dir))?;
         buf.save(&demos_file)?;
         s.demos = Some(demos_file.clone());
@@ -559,8 +563,24 @@ fn pretrain(
             "pipeline.pretrain.algorithm: {algo} is not an offline algorithm (calql, cql, bc)"
         );
     }
-    let mut ac = AgentConfig::preset(algo, STATE_OBS_DIM, ACTION_DIM);
+    let obs_dim = cfg.plant.obs_dim();
+    if data.obs_dim != obs_dim || data.image != cfg.plant.image_shape() {
+        anyhow::bail!(
+            "pipeline.demos_path: the demos have {} observation values and images {:?}; {:?} observations need {obs_dim} and {:?}",
+            data.obs_dim,
+            data.image,
+            cfg.plant.observation,
+            cfg.plant.image_shape()
+        );
+    }
+    let mut ac = AgentConfig::preset(algo, obs_dim, ACTION_DIM);
     ac.num_tasks = 2;
+    ac.encoder = cfg.plant.image_shape().map(|s| EncoderConfig {
+        channels: s.channels,
+        height: s.height,
+        width: s.width,
+        ..EncoderConfig::default()
+    });
     ac.hidden = p.hidden.clone();
     ac.batch_size = p.batch_size;
     (ac.lr_actor, ac.lr_critic, ac.lr_alpha) = (p.lr, p.lr, p.lr);
@@ -574,7 +594,7 @@ fn pretrain(
     }
     ac.seed = p.seed;
     let mut agent = Agent::new(ac, dev)?;
-    agent.norm = ObsNorm::fit(STATE_OBS_DIM, data.observations());
+    agent.norm = ObsNorm::fit(obs_dim, data.observations());
     std::fs::create_dir_all(root)?;
     say(format!(
         "pre-training {algo} on {} demo transitions for {} steps",
@@ -785,9 +805,19 @@ pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
     }
     let policy = load_policy(&a.checkpoint)?;
     let spec = policy.spec.clone();
-    if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM || spec.num_tasks < 2 {
+    // The policy says what it observes: an image encoder means image observations.
+    let mut cfg = cfg;
+    match &spec.encoder {
+        Some(e) => {
+            cfg.plant.observation = ObservationKind::Image;
+            cfg.plant.policy_image_size = e.height as u32;
+        }
+        None => cfg.plant.observation = ObservationKind::State,
+    }
+    let obs_dim = cfg.plant.obs_dim();
+    if spec.obs_dim != obs_dim || spec.act_dim != ACTION_DIM || spec.num_tasks < 2 {
         anyhow::bail!(
-            "{}: the policy has observation {} / action {} / {} tasks; the sim task needs {STATE_OBS_DIM} / {ACTION_DIM} / 2",
+            "{}: the policy has observation {} / action {} / {} tasks; the sim task needs {obs_dim} / {ACTION_DIM} / 2",
             a.checkpoint.display(),
             spec.obs_dim,
             spec.act_dim,

@@ -12,7 +12,9 @@ use rft_sim::{Camera, Direction, Frame, Renderer, Sim, SimConfig, TaskKind, Task
 use serde::{Deserialize, Serialize};
 
 use super::action::ActionMap;
-use super::obs::{STATE_OBS_DIM, state_obs};
+use rft_policies::replay::ImageShape;
+
+use super::obs::{PROPRIO_OBS_DIM, STATE_OBS_DIM, proprio_obs, state_obs};
 use crate::nodes::SafetyFilterParams;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +34,19 @@ pub struct PlantConfig {
     /// The safety filter's box for the tool, metres (base frame).
     pub workspace_min: [f64; 3],
     pub workspace_max: [f64; 3],
+    /// What the policy observes: `state` (tool pose, the object's pose as a pose estimator
+    /// reports it, gripper: 14 values) or `image` (tool pose and gripper, 6 values, plus the
+    /// scene camera at `policy_image_size`² through the policy's CNN encoder).
+    pub observation: ObservationKind,
+    pub policy_image_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservationKind {
+    #[default]
+    State,
+    Image,
 }
 
 impl Default for PlantConfig {
@@ -47,6 +62,8 @@ impl Default for PlantConfig {
             action: ActionMap::default(),
             workspace_min: [0.2, -0.5, 0.01],
             workspace_max: [0.8, 0.5, 0.8],
+            observation: ObservationKind::State,
+            policy_image_size: 64,
         }
     }
 }
@@ -76,6 +93,23 @@ impl PlantConfig {
         Ok(p)
     }
 
+    /// Values in the policy's observation vector.
+    pub fn obs_dim(&self) -> usize {
+        match self.observation {
+            ObservationKind::State => STATE_OBS_DIM,
+            ObservationKind::Image => PROPRIO_OBS_DIM,
+        }
+    }
+
+    /// The policy's image, when it sees one (rgb, channel-first).
+    pub fn image_shape(&self) -> Option<ImageShape> {
+        (self.observation == ObservationKind::Image).then(|| ImageShape {
+            channels: 3,
+            height: self.policy_image_size as usize,
+            width: self.policy_image_size as usize,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), (String, String)> {
         let ok = |v: f64| v.is_finite() && v > 0.0;
         if !(ok(self.control_hz) && ok(self.safety_hz) && ok(self.physics_hz)) {
@@ -88,6 +122,12 @@ impl PlantConfig {
                     "need control_hz ({}) ≤ safety_hz ({}) ≤ physics_hz ({})",
                     self.control_hz, self.safety_hz, self.physics_hz
                 ),
+            ));
+        }
+        if !(16..=256).contains(&self.policy_image_size) {
+            return Err((
+                "policy_image_size".into(),
+                format!("{} is outside 16…256 pixels", self.policy_image_size),
             ));
         }
         if self.camera_width < 16 || self.camera_height < 16 {
@@ -127,6 +167,8 @@ pub struct SimPlant {
     renderer: Renderer,
     camera: Camera,
     frame: Frame,
+    policy_camera: Camera,
+    policy_frame: Frame,
     visuals: Vec<Visual>,
     /// Safety ticks at which the filter overrode the command, over the plant's life.
     pub override_ticks: u64,
@@ -168,6 +210,8 @@ impl SimPlant {
             renderer: Renderer::new(),
             camera: Camera::scene(cfg.camera_width, cfg.camera_height),
             frame: Frame::default(),
+            policy_camera: Camera::scene(cfg.policy_image_size, cfg.policy_image_size),
+            policy_frame: Frame::default(),
             visuals: Vec::new(),
             override_ticks: 0,
             qp_failures: 0,
@@ -200,8 +244,40 @@ impl SimPlant {
         self.sim.object_pose()
     }
 
-    pub fn observe(&self, out: &mut [f32; STATE_OBS_DIM]) {
-        state_obs(&self.tcp(), &self.object(), self.sim.gripper_opening(), out);
+    /// The policy's observation now: `obs` gets the configured vector and, for image
+    /// observations, `image` the policy camera's frame (rgb, channel-first; left empty for
+    /// state observations).
+    pub fn observe(&mut self, obs: &mut Vec<f32>, image: &mut Vec<u8>) {
+        obs.clear();
+        image.clear();
+        match self.cfg.observation {
+            ObservationKind::State => {
+                let mut o = [0.0f32; STATE_OBS_DIM];
+                state_obs(
+                    &self.tcp(),
+                    &self.object(),
+                    self.sim.gripper_opening(),
+                    &mut o,
+                );
+                obs.extend_from_slice(&o);
+            }
+            ObservationKind::Image => {
+                let mut o = [0.0f32; PROPRIO_OBS_DIM];
+                proprio_obs(&self.tcp(), self.sim.gripper_opening(), &mut o);
+                obs.extend_from_slice(&o);
+                self.sim.visuals(&mut self.visuals);
+                self.renderer
+                    .render(&self.visuals, &self.policy_camera, &mut self.policy_frame);
+                let f = &self.policy_frame;
+                let n = (f.width * f.height) as usize;
+                image.resize(3 * n, 0);
+                for (i, px) in f.rgb.chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        image[c * n + i] = px[c];
+                    }
+                }
+            }
+        }
     }
 
     /// Ground truth, for evaluation and for measuring the classifier (never for rewards).
