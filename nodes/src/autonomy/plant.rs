@@ -103,7 +103,7 @@ impl PlantConfig {
 
     /// The policy's image, when it sees one (rgb, channel-first).
     pub fn image_shape(&self) -> Option<ImageShape> {
-        (self.observation == ObservationKind::Image).then(|| ImageShape {
+        (self.observation == ObservationKind::Image).then_some(ImageShape {
             channels: 3,
             height: self.policy_image_size as usize,
             width: self.policy_image_size as usize,
