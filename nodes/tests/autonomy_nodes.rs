@@ -3,11 +3,14 @@
 //! runtime; the kill tests drive the same nodes step by step on a simulated clock so that one
 //! of them can be stopped mid-run.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Artifacts, artifacts};
 use rft_msgs::{
     Action, EpisodePhase, JointState, PHASE_RUNNING, PolicyUpdate, SAFETY_STOPPED, SafetyStatus,
     Transition,
@@ -19,39 +22,7 @@ use rft_nodes::nodes::{
     EpisodeManager, Learner, NodeParams, PolicyRunner, RewardNode, SafetyFilter, SimRobot,
 };
 use rft_nodes::runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
-use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
-use rft_rewards::{CnnClassifier, CnnConfig};
-
-/// A pre-trained (here: freshly initialised) task-conditioned state policy and a CNN success
-/// classifier that always fires (τ = 0), so that episodes switch every few frames.
-struct Artifacts {
-    _dir: tempfile::TempDir,
-    init: PathBuf,
-    classifier: PathBuf,
-    learner_out: PathBuf,
-}
-
-fn artifacts() -> Artifacts {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = candle_core::Device::Cpu;
-    let mut cfg = AgentConfig::preset(Algorithm::Sac, 14, 4);
-    cfg.num_tasks = 2;
-    cfg.hidden = vec![32, 32];
-    cfg.batch_size = 32;
-    let agent = Agent::new(cfg, &dev).unwrap();
-    let init = dir.path().join("pretrain");
-    checkpoint::save(&init, &agent, None, 0, 1, serde_json::json!({}), 2).unwrap();
-    let classifier = dir.path().join("reward.safetensors");
-    let mut clf = CnnClassifier::new(CnnConfig::default(), "push/forward", 3, &dev).unwrap();
-    clf.set_threshold(0.0);
-    clf.save(&classifier).unwrap();
-    Artifacts {
-        learner_out: dir.path().join("learner"),
-        init,
-        classifier,
-        _dir: dir,
-    }
-}
+use rft_policies::{Agent, checkpoint};
 
 fn launch_text(a: &Artifacts, duration_s: f64) -> String {
     format!(

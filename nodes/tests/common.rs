@@ -59,3 +59,36 @@ pub fn wait_child(child: &mut std::process::Child, timeout: Duration) -> std::pr
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A pre-trained (here: freshly initialised) task-conditioned state policy and a CNN success
+/// classifier that always fires (τ = 0), so that episodes switch every few frames.
+pub struct Artifacts {
+    pub _dir: tempfile::TempDir,
+    pub init: std::path::PathBuf,
+    pub classifier: std::path::PathBuf,
+    pub learner_out: std::path::PathBuf,
+}
+
+pub fn artifacts() -> Artifacts {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = candle_core::Device::Cpu;
+    use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
+    use rft_rewards::{CnnClassifier, CnnConfig};
+    let mut cfg = AgentConfig::preset(Algorithm::Sac, 14, 4);
+    cfg.num_tasks = 2;
+    cfg.hidden = vec![32, 32];
+    cfg.batch_size = 32;
+    let agent = Agent::new(cfg, &dev).unwrap();
+    let init = dir.path().join("pretrain");
+    checkpoint::save(&init, &agent, None, 0, 1, serde_json::json!({}), 2).unwrap();
+    let classifier = dir.path().join("reward.safetensors");
+    let mut clf = CnnClassifier::new(CnnConfig::default(), "push/forward", 3, &dev).unwrap();
+    clf.set_threshold(0.0);
+    clf.save(&classifier).unwrap();
+    Artifacts {
+        learner_out: dir.path().join("learner"),
+        init,
+        classifier,
+        _dir: dir,
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, wait_for};
-use rft_msgs::JointState;
+use rft_msgs::{Action, JointState, PolicyUpdate};
 use rft_nodes::bus::zenoh::{ZenohConfig, ZenohTransport};
 use rft_nodes::bus::{Bus, QueueConfig};
 
@@ -122,6 +122,174 @@ params = {{ amplitude_rad_s = 0.5 }}
         .collect();
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert!(runs.iter().all(|r| r.to_string_lossy().contains("split-")));
+}
+
+/// The autonomous loop split over processes on the wall clock: robot, safety filter, policy
+/// runner, reward node, episode manager and learner each in their own `rft node`, sharing one
+/// run directory. New weights cross from the learner's process to the runner's; killing the
+/// learner leaves the runner acting on the last weights it received.
+#[test]
+fn the_loop_runs_one_node_per_process_and_survives_losing_the_learner() {
+    let a = common::artifacts();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let urdf = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/assets/panda.urdf");
+    let launch = dir.path().join("loop.toml");
+    std::fs::write(
+        &launch,
+        format!(
+            r#"
+name = "loop"
+runs_dir = "{runs}"
+[bus]
+kind = "zenoh"
+[bus.zenoh]
+connect = ["tcp/127.0.0.1:{port}"]
+[[nodes]]
+name = "robot"
+kind = "sim_robot"
+rate_hz = 100
+[nodes.params]
+urdf = "{urdf}"
+cameras = [{{ name = "camera", width = 64, height = 64, rate_hz = 10 }}]
+[[nodes]]
+name = "safety"
+kind = "safety_filter"
+[nodes.params]
+urdf = "{urdf}"
+joint_state_rate_hz = 100
+workspace_min = [0.2, -0.5, 0.01]
+workspace_max = [0.8, 0.5, 0.8]
+[[nodes]]
+name = "policy"
+kind = "policy_runner"
+rate_hz = 10
+[nodes.params]
+urdf = "{urdf}"
+policy = "{{run_dir}}/pretrain"
+[[nodes]]
+name = "reward"
+kind = "reward"
+[nodes.params]
+classifiers = [{{ kind = "cnn", weights = "{clf}", threshold = 0.0 }}]
+[[nodes]]
+name = "episodes"
+kind = "episode_manager"
+[nodes.params]
+urdf = "{urdf}"
+[[nodes]]
+name = "learner"
+kind = "learner"
+[nodes.params]
+init = "{{run_dir}}/pretrain"
+warmup_transitions = 5
+publish_every = 3
+offline_ratio = 0.0
+"#,
+            runs = dir.path().join("runs").display(),
+            clf = a.classifier.display(),
+        ),
+    )
+    .unwrap();
+    // The shared run directory holds the pre-trained policy, as `rft pipeline` leaves it.
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    copy_dir(&a.init, &run_dir.join("pretrain"));
+    let rft = env!("CARGO_BIN_EXE_rft");
+    let _router = Killed(
+        Command::new(rft)
+            .args(["router", "--listen", &format!("tcp/127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let hub = wait_for(Duration::from_secs(20), "the router", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        ZenohTransport::open(
+            &ZenohConfig {
+                connect: vec![format!("tcp/127.0.0.1:{port}")],
+                ..ZenohConfig::default()
+            },
+            0,
+        )
+        .ok()
+    });
+    let bus = Bus::new(Arc::new(hub));
+    let probe = bus.simple_node("probe").unwrap();
+    let q = QueueConfig::drop_oldest(10_000);
+    let actions = probe.subscribe::<Action>("/rft/action", q).unwrap();
+    let policies = probe.subscribe::<PolicyUpdate>("/rft/policy", q).unwrap();
+    let spawn = |name: &str| {
+        Killed(
+            Command::new(rft)
+                .args([
+                    "node",
+                    name,
+                    "--launch",
+                    launch.to_str().unwrap(),
+                    "--run-dir",
+                    run_dir.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _procs: Vec<Killed> = ["robot", "safety", "policy", "reward", "episodes"]
+        .iter()
+        .map(|n| spawn(n))
+        .collect();
+    let learner = spawn("learner");
+    // The learner's weights reach the runner in its own process.
+    let mut last_published = 0;
+    let acted_on = wait_for(
+        Duration::from_secs(60),
+        "actions on weights from the learner's process",
+        || {
+            if let Some(u) = policies.drain().last() {
+                last_published = u.version;
+            }
+            actions
+                .drain()
+                .into_iter()
+                .map(|x| x.policy_version)
+                .max()
+                .filter(|v| *v >= 3)
+        },
+    );
+    // Kill the learner (no goodbye); the runner keeps acting on the last version it has.
+    drop(learner);
+    std::thread::sleep(Duration::from_millis(300));
+    let last = policies
+        .drain()
+        .last()
+        .map_or(last_published, |u| u.version);
+    actions.drain();
+    let mut later: Vec<u64> = Vec::new();
+    wait_for(Duration::from_secs(30), "20 more actions", || {
+        later.extend(actions.drain().iter().map(|x| x.policy_version));
+        (later.len() >= 20).then_some(())
+    });
+    assert!(later.iter().all(|v| *v == later[0]), "{later:?}");
+    assert!(
+        later[0] >= acted_on && later[0] <= last,
+        "{later:?}: acted on {acted_on} before, last published {last}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }
 
 #[test]
