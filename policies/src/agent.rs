@@ -650,7 +650,12 @@ impl Agent {
         let bc = self.cfg.algorithm == Algorithm::Bc;
         let nll = if bc || self.cfg.bc_weight > 0.0 {
             let act = Tensor::from_slice(&b.act, (b.size, self.cfg.act_dim), &self.dev)?;
-            Some(self.actor.log_prob(&x, &act)?.mean_all()?.neg()?)
+            // Clone the demonstrations only: online rows hold the policy's own (noisy) actions.
+            let (x_bc, act) = match b.demo_rows {
+                n if n > 0 && n < b.size => (x.narrow(0, 0, n)?, act.narrow(0, 0, n)?),
+                _ => (x.clone(), act),
+            };
+            Some(self.actor.log_prob(&x_bc, &act)?.mean_all()?.neg()?)
         } else {
             None
         };

@@ -52,6 +52,9 @@ pub struct Batch {
     pub images: Vec<u8>,
     pub next_images: Vec<u8>,
     pub flags: Vec<u8>,
+    /// Leading rows drawn from the demonstrations (RLPD mixing); the behaviour-cloning term
+    /// uses only these. 0: every row is a demonstration (offline training).
+    pub demo_rows: usize,
 }
 
 /// How a buffer turns stored transitions into network inputs.
@@ -476,5 +479,6 @@ impl Batch {
         self.images.clear();
         self.next_images.clear();
         self.flags.clear();
+        self.demo_rows = 0;
     }
 }

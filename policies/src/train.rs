@@ -125,6 +125,7 @@ pub fn sample_round(
         b.clear();
         if let (Some(off), true) = (offline, n_off > 0) {
             off.sample_into(rng, n_off, &spec, b)?;
+            b.demo_rows = b.size;
         }
         if bsz > n_off {
             online.sample_into(rng, bsz - n_off, &spec, b)?;
