@@ -92,7 +92,15 @@ fn parse(a: &Artifacts, duration_s: f64) -> launch::Launch {
 #[test]
 fn the_loop_runs_reset_free_on_the_bus_and_the_runner_picks_up_new_weights() {
     let a = artifacts();
-    let l = parse(&a, 8.0);
+    // Real time: on a sim clock running as fast as it can, nothing would make the robot wait
+    // for a starved runner thread (a busy CI machine) and control ticks would be skipped.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
+    let l = launch::parse(
+        &path,
+        &launch_text(&a, 5.0),
+        &["nodes.0.params.realtime_factor=1.0".to_string()],
+    )
+    .unwrap();
     let runs = tempfile::tempdir().unwrap();
     let prepared = app::prepare_in(&l, None, Some(runs.path().to_path_buf())).unwrap();
     let test = prepared.bus.simple_node("observer").unwrap();
@@ -118,8 +126,8 @@ fn the_loop_runs_reset_free_on_the_bus_and_the_runner_picks_up_new_weights() {
     // The runner acted on them without a restart.
     let acts = actions.drain();
     assert!(
-        acts.len() >= 75,
-        "{} actions in 80 control ticks",
+        acts.len() >= 40,
+        "{} actions in 50 control ticks",
         acts.len()
     );
     let last_version = acts.last().unwrap().policy_version;
