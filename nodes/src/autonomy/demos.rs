@@ -22,6 +22,10 @@ pub struct DemoConfig {
     pub noisy_fraction: f64,
     /// Standard deviation of that noise (actions are in [−1, 1]).
     pub noise_std: f64,
+    /// Share of demos whose cube starts anywhere on the task area (the box between and around
+    /// the two regions) instead of in the direction's start region: the pre-trained policy
+    /// then knows how to bring the cube back from where a failed reset-free episode left it.
+    pub scattered_fraction: f64,
     /// Longest demo, simulated seconds.
     pub max_s: f64,
     pub seed: u64,
@@ -33,6 +37,7 @@ impl Default for DemoConfig {
             episodes_per_direction: 20,
             noisy_fraction: 0.5,
             noise_std: 0.5,
+            scattered_fraction: 0.0,
             max_s: 20.0,
             seed: 1_000,
         }
@@ -59,6 +64,9 @@ pub fn collect(
     if !(0.0..=1.0).contains(&cfg.noisy_fraction) || cfg.noise_std.is_nan() || cfg.noise_std < 0.0 {
         anyhow::bail!("demos: noisy_fraction must be in [0, 1] and noise_std ≥ 0");
     }
+    if !(0.0..=1.0).contains(&cfg.scattered_fraction) {
+        anyhow::bail!("demos.scattered_fraction must be in [0, 1]");
+    }
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;
     let map = plant_cfg.action.clone();
     let steps = (cfg.max_s * plant_cfg.control_hz).round() as usize;
@@ -70,7 +78,25 @@ pub fn collect(
         for i in 0..cfg.episodes_per_direction {
             let seed = cfg.seed + (di * cfg.episodes_per_direction + i) as u64;
             plant.reset_for(seed, dir);
-            let noisy = (i as f64 + 0.5) / cfg.episodes_per_direction as f64 <= cfg.noisy_fraction;
+            let frac = (i as f64 + 0.5) / cfg.episodes_per_direction as f64;
+            let noisy = frac <= cfg.noisy_fraction;
+            // Scattered starts are spread over noisy and clean demos alike.
+            let scattered = 1.0 - frac < cfg.scattered_fraction;
+            if scattered {
+                let mut r = StdRng::seed_from_u64(seed ^ 0x5ca7);
+                let (from, to) = plant_cfg.task.regions(dir);
+                let margin = nalgebra::Vector2::new(0.2, 0.12);
+                let lo = from.center.inf(&to.center) - margin;
+                let hi = from.center.sup(&to.center) + margin;
+                let mut pose = plant.object();
+                pose.translation.x = r.random_range(lo.x..=hi.x);
+                pose.translation.y = r.random_range(lo.y..=hi.y);
+                pose.rotation = nalgebra::UnitQuaternion::from_axis_angle(
+                    &nalgebra::Vector3::z_axis(),
+                    r.random_range(-std::f64::consts::PI..std::f64::consts::PI),
+                );
+                plant.sim.set_object_pose(&pose);
+            }
             let mut expert = expert_for(plant_cfg.task, dir);
             let mut ep = Episode {
                 task_id: task_id(dir),
@@ -125,4 +151,53 @@ pub fn successes(eps: &[Episode]) -> [usize; 2] {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts(scattered: f64) -> Vec<(u8, [f32; 2])> {
+        let cfg = DemoConfig {
+            episodes_per_direction: 4,
+            scattered_fraction: scattered,
+            max_s: 0.2,
+            ..DemoConfig::default()
+        };
+        collect(&PlantConfig::default(), &cfg, |_, _| {})
+            .unwrap()
+            .iter()
+            .map(|e| (e.task_id, [e.obs[0][5], e.obs[0][6]]))
+            .collect()
+    }
+
+    #[test]
+    fn scattered_demos_start_the_cube_away_from_the_start_region() {
+        let task = PlantConfig::default().task;
+        let inside = |t: u8, p: [f32; 2]| {
+            let dir = if t == 0 {
+                Direction::Forward
+            } else {
+                Direction::Backward
+            };
+            let (from, _) = task.regions(dir);
+            (f64::from(p[0]) - from.center.x).abs() <= from.half
+                && (f64::from(p[1]) - from.center.y).abs() <= from.half
+        };
+        assert!(starts(0.0).iter().all(|(t, p)| inside(*t, *p)));
+        let s = starts(1.0);
+        let away = s.iter().filter(|(t, p)| !inside(*t, *p)).count();
+        assert!(
+            away >= 6,
+            "{away} of 8 scattered starts left the start region: {s:?}"
+        );
+        // Still on the task area around the two regions.
+        assert!(
+            s.iter()
+                .all(|(_, p)| (0.25..0.75).contains(&p[0]) && p[1].abs() < 0.3)
+        );
+        // Half of them: the later half of each direction.
+        let half = starts(0.5);
+        assert!(half.iter().filter(|(t, p)| !inside(*t, *p)).count() <= 4);
+    }
 }

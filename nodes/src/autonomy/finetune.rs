@@ -105,6 +105,9 @@ pub struct EpisodeRecord {
     pub steps: u64,
     /// Ground truth at the end (measurement only).
     pub true_success: bool,
+    /// Where the object was at the end (table xy, metres): where the next episode starts.
+    #[serde(default)]
+    pub object_xy: [f64; 2],
 }
 
 /// A ground-truth evaluation during the run.
@@ -330,7 +333,10 @@ pub fn finetune(
     writeln!(csv, "{CSV_HEADER}")?;
     let mut eps_csv =
         std::io::BufWriter::new(std::fs::File::create(files.dir.join("episodes.csv"))?);
-    writeln!(eps_csv, "end_step,direction,reason,steps,true_success")?;
+    writeln!(
+        eps_csv,
+        "end_step,direction,reason,steps,true_success,object_x,object_y"
+    )?;
     let start = Instant::now();
     let (mut obs, mut next) = (Vec::new(), Vec::new());
     let (mut pimg, mut next_pimg) = (Vec::new(), Vec::new());
@@ -411,14 +417,21 @@ pub fn finetune(
                 reason: r.name().into(),
                 steps: step - ep_start,
                 true_success: truth,
+                object_xy: [object.x, object.y],
             };
             if terminal && !truth {
                 log.false_success_episodes += 1;
             }
             writeln!(
                 eps_csv,
-                "{},{},{},{},{}",
-                rec.end_step, rec.direction, rec.reason, rec.steps, rec.true_success
+                "{},{},{},{},{},{:.3},{:.3}",
+                rec.end_step,
+                rec.direction,
+                rec.reason,
+                rec.steps,
+                rec.true_success,
+                rec.object_xy[0],
+                rec.object_xy[1]
             )?;
             log.episodes.push(rec);
             ep_start = step;
