@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rft_nodes::autonomy::finetune::pct;
 use rft_nodes::bus::{Bus, Signal};
 use rft_nodes::launch;
 use rft_nodes::nodes::{
@@ -24,15 +25,6 @@ use rft_nodes::nodes::{
 use rft_nodes::runtime::{Clock, Node, Runtime};
 use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
 use rft_rewards::{CnnClassifier, CnnConfig};
-
-fn pct(v: &[f32], q: f64) -> f32 {
-    if v.is_empty() {
-        return f32::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f32::total_cmp);
-    s[((s.len() - 1) as f64 * q).round() as usize]
-}
 
 fn main() {
     let secs: f64 = std::env::var("RFT_TIMING_S")

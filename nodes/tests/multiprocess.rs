@@ -19,6 +19,35 @@ impl Drop for Killed {
     }
 }
 
+/// An `rft router` on `port` (it joins the processes, as zenohd or rmw_zenohd would) and a
+/// bus connected to it.
+fn router(port: u16) -> (Killed, Bus) {
+    let r = Killed(
+        Command::new(env!("CARGO_BIN_EXE_rft"))
+            .args(["router", "--listen", &format!("tcp/127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let hub = wait_for(
+        Duration::from_secs(20),
+        "the router to accept connections",
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            ZenohTransport::open(
+                &ZenohConfig {
+                    connect: vec![format!("tcp/127.0.0.1:{port}")],
+                    ..ZenohConfig::default()
+                },
+                0,
+            )
+            .ok()
+        },
+    );
+    (r, Bus::new(Arc::new(hub)))
+}
+
 #[test]
 fn nodes_of_one_launch_file_run_in_separate_processes() {
     let port = free_port();
@@ -50,31 +79,7 @@ params = {{ amplitude_rad_s = 0.5 }}
     )
     .unwrap();
     let rft = env!("CARGO_BIN_EXE_rft");
-    // An `rft router` joins the processes, as zenohd or rmw_zenohd would.
-    let _router = Killed(
-        Command::new(rft)
-            .args(["router", "--listen", &format!("tcp/127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let hub = wait_for(
-        Duration::from_secs(20),
-        "the router to accept connections",
-        || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-            ZenohTransport::open(
-                &ZenohConfig {
-                    connect: vec![format!("tcp/127.0.0.1:{port}")],
-                    ..ZenohConfig::default()
-                },
-                0,
-            )
-            .ok()
-        },
-    );
-    let bus = Bus::new(Arc::new(hub));
+    let (_router, bus) = router(port);
     let probe = bus.simple_node("probe").unwrap();
     let states = probe
         .subscribe::<JointState>("/joint_states", QueueConfig::latest_only())
@@ -196,26 +201,7 @@ offline_ratio = 0.0
     std::fs::create_dir_all(&run_dir).unwrap();
     copy_dir(&a.init, &run_dir.join("pretrain"));
     let rft = env!("CARGO_BIN_EXE_rft");
-    let _router = Killed(
-        Command::new(rft)
-            .args(["router", "--listen", &format!("tcp/127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let hub = wait_for(Duration::from_secs(20), "the router", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        ZenohTransport::open(
-            &ZenohConfig {
-                connect: vec![format!("tcp/127.0.0.1:{port}")],
-                ..ZenohConfig::default()
-            },
-            0,
-        )
-        .ok()
-    });
-    let bus = Bus::new(Arc::new(hub));
+    let (_router, bus) = router(port);
     let probe = bus.simple_node("probe").unwrap();
     let q = QueueConfig::drop_oldest(10_000);
     let actions = probe.subscribe::<Action>("/rft/action", q).unwrap();

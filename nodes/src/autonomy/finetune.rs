@@ -230,7 +230,8 @@ impl RunFiles {
 
 const CSV_HEADER: &str = "step,episodes,forward_success,backward_success,classifier_precision,classifier_recall,false_success_episodes,human_resets,safety_override_steps,act_p50_us,act_p99_us,grad_steps,grad_steps_per_s,eval_forward,eval_forward_lo,eval_forward_hi,eval_backward,eval_backward_lo,eval_backward_hi,wall_s";
 
-fn pct(v: &[f32], q: f64) -> f32 {
+/// The `q` quantile of `v` (nearest rank; NaN when empty).
+pub fn pct(v: &[f32], q: f64) -> f32 {
     if v.is_empty() {
         return f32::NAN;
     }

@@ -33,9 +33,9 @@ pub struct EpisodeManagerParams {
     pub schedule: ScheduleConfig,
     #[serde(default = "rft_sim::world::default_urdf")]
     pub urdf: PathBuf,
-    #[serde(default = "default_base")]
+    #[serde(default = "super::robot_state::default_base_link")]
     pub base_link: String,
-    #[serde(default = "default_tcp")]
+    #[serde(default = "super::robot_state::default_tcp_link")]
     pub tcp_link: String,
     #[serde(default = "default_object_topic")]
     pub object_topic: String,
@@ -49,12 +49,6 @@ fn default_schedule() -> ScheduleConfig {
         consecutive: 1,
         ..ScheduleConfig::default()
     }
-}
-fn default_base() -> String {
-    "panda_link0".into()
-}
-fn default_tcp() -> String {
-    "panda_hand_tcp".into()
 }
 fn default_object_topic() -> String {
     "/rft/object_pose".into()

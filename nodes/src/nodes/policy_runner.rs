@@ -37,9 +37,9 @@ pub struct PolicyRunnerParams {
     /// For the tool pose (forward kinematics of `/joint_states`).
     #[serde(default = "rft_sim::world::default_urdf")]
     pub urdf: PathBuf,
-    #[serde(default = "default_base")]
+    #[serde(default = "super::robot_state::default_base_link")]
     pub base_link: String,
-    #[serde(default = "default_tcp")]
+    #[serde(default = "super::robot_state::default_tcp_link")]
     pub tcp_link: String,
     /// Finger joints and their travel, for the gripper opening.
     #[serde(default = "default_fingers")]
@@ -65,12 +65,6 @@ pub struct PolicyRunnerParams {
     pub seed: u64,
 }
 
-fn default_base() -> String {
-    "panda_link0".into()
-}
-fn default_tcp() -> String {
-    "panda_hand_tcp".into()
-}
 pub(crate) fn default_fingers() -> Vec<String> {
     vec!["panda_finger_joint1".into(), "panda_finger_joint2".into()]
 }

@@ -112,9 +112,9 @@ pub struct RewardParams {
     pub fusion: FusionConfig,
     /// For the tool position (forward kinematics of `/joint_states`).
     pub urdf: Option<PathBuf>,
-    #[serde(default = "default_base")]
+    #[serde(default = "super::robot_state::default_base_link")]
     pub base_link: String,
-    #[serde(default = "default_tcp")]
+    #[serde(default = "super::robot_state::default_tcp_link")]
     pub tcp_link: String,
     /// The camera's topics: `<camera>/color/image_raw`, `/depth/image_raw`,
     /// `/color/camera_info`, `/pose`.
@@ -139,12 +139,6 @@ fn default_keypoints() -> KeypointSpec {
 }
 fn default_radius() -> f64 {
     0.02
-}
-fn default_base() -> String {
-    "panda_link0".into()
-}
-fn default_tcp() -> String {
-    "panda_hand_tcp".into()
 }
 fn default_camera() -> String {
     "/camera".into()

@@ -9,6 +9,16 @@ use rft_safety::kinematics::Chain;
 
 use crate::error::{Error, Result};
 
+/// The URDF base link of the default robot (the simulated Panda).
+pub fn default_base_link() -> String {
+    "panda_link0".into()
+}
+
+/// The default robot's tool frame.
+pub fn default_tcp_link() -> String {
+    "panda_hand_tcp".into()
+}
+
 /// Tool pose and gripper opening from joint states.
 pub struct ToolFk {
     chain: Chain,

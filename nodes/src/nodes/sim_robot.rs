@@ -31,9 +31,9 @@ pub struct SimRobotParams {
     /// The robot's URDF (relative to the launch file).
     #[serde(default = "rft_sim::world::default_urdf")]
     pub urdf: PathBuf,
-    #[serde(default = "default_base")]
+    #[serde(default = "super::robot_state::default_base_link")]
     pub base_link: String,
-    #[serde(default = "default_tcp")]
+    #[serde(default = "super::robot_state::default_tcp_link")]
     pub tcp_link: String,
     #[serde(default = "default_task")]
     pub task: TaskKind,
@@ -62,12 +62,6 @@ pub struct SimRobotParams {
     pub ground_truth_rate_hz: f64,
 }
 
-fn default_base() -> String {
-    "panda_link0".into()
-}
-fn default_tcp() -> String {
-    "panda_hand_tcp".into()
-}
 fn default_task() -> TaskKind {
     TaskKind::Push
 }
