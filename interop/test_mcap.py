@@ -101,12 +101,20 @@ def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
     # The safety filter commanded the arm: one command per joint state, the last one zero.
     assert abs(len(topics["/joint_velocity_cmd"]) - len(js)) <= 2
     assert np.all(topics["/joint_velocity_cmd"][-1].data == 0.0)
-    # Its status: running (OK or limiting) until the final stop, no e-stop or fault.
+    # Its status: running (OK or limiting) from the commander's first action until the final
+    # stop, no e-stop or fault. (Before the first action arrives the filter holds the arm and
+    # says "stale command": the nodes start together and either may step first.)
     status = topics["/rft/safety"]
     assert len(status) >= 20  # 20 Hz for 1.5 s
-    assert all(m.state in (0, 1) and m.reason == "" for m in status[:-1])
+    ns = lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+    first_action = min(ns(m) for m in topics["/rft/action"])
+    early = [m for m in status if ns(m) <= first_action]
+    assert all(m.reason in ("", "stale command") for m in early)
+    running = [m for m in status[:-1] if ns(m) > first_action]
+    assert len(running) >= 20
+    assert all(m.state in (0, 1) and m.reason == "" for m in running)
     assert all(len(m.alpha) == len(m.active_constraints) for m in status)
-    assert all(0.0 < m.min_distance_m < 10.0 for m in status[:-1])
+    assert all(0.0 < m.min_distance_m < 10.0 for m in running)
     img = topics["/camera/color/image_raw"][0]
     assert (img.width, img.height, len(img.data)) == (128, 128, 128 * 128 * 3)
     # The sim clock starts at zero; the camera runs at 10 Hz of simulated time.
