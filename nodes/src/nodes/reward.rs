@@ -239,6 +239,8 @@ pub struct RewardNode {
     last_stamp: Option<Time>,
     last_teleop: Option<Time>,
     q: Vec<f64>,
+    last_js: Option<std::sync::Arc<JointState>>,
+    last_object: Option<std::sync::Arc<PoseStamped>>,
     counts: RewardCounts,
 }
 
@@ -332,6 +334,8 @@ impl RewardNode {
             last_stamp: None,
             last_teleop: None,
             q: Vec::new(),
+            last_js: None,
+            last_object: None,
             counts: RewardCounts::default(),
         })
     }
@@ -369,8 +373,12 @@ impl RewardNode {
     }
 
     fn tool(&mut self) -> Option<Point3<f64>> {
+        // `latest` takes the newest message off the queue: keep the last one.
+        if let Some(m) = self.joints.latest() {
+            self.last_js = Some(m);
+        }
         let chain = self.chain.as_ref()?;
-        let js = self.joints.latest()?;
+        let js = self.last_js.clone()?;
         self.q.clear();
         for j in &chain.joints {
             let i = js.name.iter().position(|n| *n == j.name)?;
@@ -381,10 +389,13 @@ impl RewardNode {
         ))
     }
 
-    fn object(&self) -> Option<Point3<f64>> {
-        self.object
-            .latest()
-            .map(|p| Point3::from(iso(&p).translation.vector))
+    fn object(&mut self) -> Option<Point3<f64>> {
+        if let Some(m) = self.object.latest() {
+            self.last_object = Some(m);
+        }
+        self.last_object
+            .as_ref()
+            .map(|p| Point3::from(iso(p).translation.vector))
     }
 
     /// Waypoints for the current phase, or None when what they need has not arrived yet.
