@@ -154,57 +154,73 @@ impl PushExpert {
 }
 
 impl Expert for PushExpert {
+    /// A pure, mostly continuous function of the state (the phase is recomputed every step,
+    /// never remembered): a memoryless policy cloned from these demos sees the same action
+    /// wherever it stands, and the expert recovers from wherever noise or a failed episode
+    /// left the cube. Height follows the distance to the pre-push point (high when far, low
+    /// when there); near the cube and outside the pushing corridor it rises before it moves
+    /// sideways, so it never sweeps across the cube.
     fn act(&mut self, o: &ExpertObs) -> ExpertAction {
         let p = o.tcp.translation.vector;
         let c = o.cube.translation.vector;
         let c2 = c.xy();
         let d = self.goal - c2;
         let dist = d.norm();
-        if dist < 0.015 || self.phase == PushPhase::Done {
-            self.phase = PushPhase::Done;
-        }
         let u = if dist > 1e-6 { d / dist } else { Vector2::x() };
-        let u3 = Vector3::new(u.x, u.y, 0.0);
         let h = o.cube_half;
-        let pre = c2 - u * (h + 0.035);
+        let pre = c2 - u * (h + 0.055);
         let rel = p.xy() - c2;
         let along = -rel.dot(&u);
         let lateral = rel - u * rel.dot(&u);
+        let in_corridor = lateral.norm() < 0.02 && along > h + 0.005 && along < h + 0.11;
         let yaw = nearest_yaw(&o.tcp.rotation, u.y.atan2(u.x), std::f64::consts::PI);
-        let at = |xy: Vector2<f64>, z: f64| Vector3::new(xy.x, xy.y, z);
-        let linear = match self.phase {
-            PushPhase::Done => toward(&p, &at(p.xy(), SAFE_Z), EXPERT_MAX_LINEAR_M_S),
-            PushPhase::Lift => {
-                if p.z > SAFE_Z - 0.01 {
-                    self.phase = PushPhase::Above;
-                }
-                toward(&p, &at(p.xy(), SAFE_Z), EXPERT_MAX_LINEAR_M_S)
+        let vmax = EXPERT_MAX_LINEAR_M_S;
+        let linear = if dist < 0.015 {
+            self.phase = PushPhase::Done;
+            toward(&p, &Vector3::new(p.x, p.y, SAFE_Z), vmax)
+        } else if in_corridor && p.z < PUSH_Z + 0.02 {
+            self.phase = PushPhase::Push;
+            // Push along the line, steer back onto it, slow down near the goal.
+            let speed = dist.clamp(0.02, 0.08);
+            let steer = -lateral * 4.0;
+            Vector3::new(
+                u.x * speed + steer.x,
+                u.y * speed + steer.y,
+                KP * (PUSH_Z - p.z),
+            )
+        } else {
+            let to_pre = pre - p.xy();
+            let near = to_pre.norm();
+            let z_target = PUSH_Z + (SAFE_Z - PUSH_Z) * ((near - 0.01) / 0.04).clamp(0.0, 1.0);
+            // Outside the corridor and close to the cube: clear its top before moving across.
+            let clear_z = c.z + h + 0.03;
+            let gate = if !in_corridor && rel.norm() < h + 0.07 {
+                ((p.z - (clear_z - 0.02)) / 0.02).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            self.phase = if gate < 1.0 {
+                PushPhase::Lift
+            } else if near < 0.015 {
+                PushPhase::Descend
+            } else {
+                PushPhase::Above
+            };
+            let z_target = if gate < 1.0 {
+                z_target.max(clear_z + 0.01)
+            } else {
+                z_target
+            };
+            let mut v = Vector3::new(
+                KP * to_pre.x * gate,
+                KP * to_pre.y * gate,
+                KP * (z_target - p.z),
+            );
+            let n = v.norm();
+            if n > vmax {
+                v *= vmax / n;
             }
-            PushPhase::Above => {
-                if (p.xy() - pre).norm() < 0.008 {
-                    self.phase = PushPhase::Descend;
-                }
-                toward(&p, &at(pre, SAFE_Z), EXPERT_MAX_LINEAR_M_S)
-            }
-            PushPhase::Descend => {
-                if (p.xy() - pre).norm() > 0.03 {
-                    self.phase = PushPhase::Lift;
-                } else if p.z < PUSH_Z + 0.005 {
-                    self.phase = PushPhase::Push;
-                }
-                toward(&p, &at(pre, PUSH_Z), EXPERT_MAX_LINEAR_M_S)
-            }
-            PushPhase::Push => {
-                if lateral.norm() > 0.025 || along < h || along > h + 0.08 {
-                    self.phase = PushPhase::Lift;
-                }
-                // Push along the line, steer back onto it, slow down near the goal.
-                let speed = (1.5 * dist).clamp(0.03, 0.08);
-                let steer = -lateral * 4.0;
-                let mut v = u3 * speed + Vector3::new(steer.x, steer.y, 0.0);
-                v.z = KP * (PUSH_Z - p.z);
-                v
-            }
+            v
         };
         ExpertAction {
             linear,

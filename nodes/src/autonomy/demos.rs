@@ -18,6 +18,9 @@ use super::plant::{PlantConfig, SimPlant};
 pub struct DemoConfig {
     /// Demos per direction (forward is task 0, backward task 1).
     pub episodes_per_direction: usize,
+    /// Backward (reset) demos, when they differ from `episodes_per_direction`: the reset task
+    /// is often the cheaper one to demonstrate broadly.
+    pub backward_episodes: Option<usize>,
     /// Share of demos with Gaussian noise on the expert's actions.
     pub noisy_fraction: f64,
     /// Standard deviation of that noise (actions are in [−1, 1]).
@@ -26,8 +29,14 @@ pub struct DemoConfig {
     /// the two regions) instead of in the direction's start region: the pre-trained policy
     /// then knows how to bring the cube back from where a failed reset-free episode left it.
     pub scattered_fraction: f64,
+    /// How far around the two regions scattered starts reach (x, y metres): the area the
+    /// reset-free loop can leave the cube in.
+    pub scatter_margin: [f64; 2],
     /// Longest demo, simulated seconds.
     pub max_s: f64,
+    /// After the task is done the demonstrator goes on (backing off, holding still) for this
+    /// long, every step rewarded: the policy learns where to stop, not only how to push.
+    pub hold_s: f64,
     pub seed: u64,
 }
 
@@ -35,11 +44,26 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             episodes_per_direction: 20,
+            backward_episodes: None,
             noisy_fraction: 0.5,
             noise_std: 0.5,
             scattered_fraction: 0.0,
+            scatter_margin: [0.2, 0.25],
             max_s: 20.0,
+            hold_s: 1.0,
             seed: 1_000,
+        }
+    }
+}
+
+impl DemoConfig {
+    /// Demos of `dir`.
+    pub fn episodes(&self, dir: Direction) -> usize {
+        match dir {
+            Direction::Forward => self.episodes_per_direction,
+            Direction::Backward => self
+                .backward_episodes
+                .unwrap_or(self.episodes_per_direction),
         }
     }
 }
@@ -58,11 +82,26 @@ pub fn collect(
     cfg: &DemoConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Episode>> {
-    if cfg.episodes_per_direction == 0 {
-        anyhow::bail!("demos.episodes_per_direction must be at least 1");
+    if cfg.episodes_per_direction == 0 || cfg.backward_episodes == Some(0) {
+        anyhow::bail!(
+            "demos.episodes_per_direction and demos.backward_episodes must be at least 1"
+        );
     }
     if !(0.0..=1.0).contains(&cfg.noisy_fraction) || cfg.noise_std.is_nan() || cfg.noise_std < 0.0 {
         anyhow::bail!("demos: noisy_fraction must be in [0, 1] and noise_std ≥ 0");
+    }
+    if !(cfg.hold_s.is_finite() && cfg.hold_s >= 0.0) {
+        anyhow::bail!("demos.hold_s must be ≥ 0 (got {})", cfg.hold_s);
+    }
+    if cfg
+        .scatter_margin
+        .iter()
+        .any(|m| !(m.is_finite() && *m >= 0.0))
+    {
+        anyhow::bail!(
+            "demos.scatter_margin must be ≥ 0 (got {:?})",
+            cfg.scatter_margin
+        );
     }
     if !(0.0..=1.0).contains(&cfg.scattered_fraction) {
         anyhow::bail!("demos.scattered_fraction must be in [0, 1]");
@@ -70,22 +109,24 @@ pub fn collect(
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;
     let map = plant_cfg.action.clone();
     let steps = (cfg.max_s * plant_cfg.control_hz).round() as usize;
-    let n = 2 * cfg.episodes_per_direction;
+    let hold_steps = (cfg.hold_s * plant_cfg.control_hz).round() as usize;
+    let n = cfg.episodes(Direction::Forward) + cfg.episodes(Direction::Backward);
     let mut out = Vec::with_capacity(n);
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xde305);
     let noise = Normal::new(0.0, cfg.noise_std.max(1e-12))?;
     for (di, dir) in Direction::ALL.into_iter().enumerate() {
-        for i in 0..cfg.episodes_per_direction {
+        let per = cfg.episodes(dir);
+        for i in 0..per {
             let seed = cfg.seed + (di * cfg.episodes_per_direction + i) as u64;
             plant.reset_for(seed, dir);
-            let frac = (i as f64 + 0.5) / cfg.episodes_per_direction as f64;
+            let frac = (i as f64 + 0.5) / per as f64;
             let noisy = frac <= cfg.noisy_fraction;
             // Scattered starts are spread over noisy and clean demos alike.
             let scattered = 1.0 - frac < cfg.scattered_fraction;
             if scattered {
                 let mut r = StdRng::seed_from_u64(seed ^ 0x5ca7);
                 let (from, to) = plant_cfg.task.regions(dir);
-                let margin = nalgebra::Vector2::new(0.2, 0.12);
+                let margin = nalgebra::Vector2::new(cfg.scatter_margin[0], cfg.scatter_margin[1]);
                 let lo = from.center.inf(&to.center) - margin;
                 let hi = from.center.sup(&to.center) + margin;
                 let mut pose = plant.object();
@@ -108,7 +149,8 @@ pub fn collect(
             if !img.is_empty() {
                 ep.images.push(img.clone());
             }
-            for _ in 0..steps {
+            let mut done_for = None;
+            for _ in 0..steps + hold_steps {
                 let e = expert.act(&ExpertObs::from_sim(&plant.sim));
                 let mut a = map.action_of(&e.linear, e.angular.z);
                 if noisy {
@@ -119,6 +161,9 @@ pub fn collect(
                 let info = plant.apply(&a);
                 plant.observe(&mut o, &mut img);
                 let done = plant.truth(dir).success;
+                if done && done_for.is_none() {
+                    done_for = Some(0);
+                }
                 ep.obs.push(o.clone());
                 if !img.is_empty() {
                     ep.images.push(img.clone());
@@ -127,8 +172,13 @@ pub fn collect(
                 ep.rewards.push(if done { 1.0 } else { 0.0 });
                 ep.interventions.push(false);
                 ep.safety_overrides.push(info.safety_override);
-                if done {
-                    ep.terminated = true;
+                if let Some(k) = done_for.as_mut() {
+                    if *k >= hold_steps {
+                        ep.terminated = true;
+                        break;
+                    }
+                    *k += 1;
+                } else if ep.actions.len() >= steps {
                     break;
                 }
             }
@@ -172,6 +222,41 @@ mod tests {
     }
 
     #[test]
+    fn successful_demos_go_on_for_hold_s_with_every_step_rewarded() {
+        let plant = PlantConfig::default();
+        let run = |hold_s: f64| {
+            let cfg = DemoConfig {
+                episodes_per_direction: 1,
+                backward_episodes: Some(1),
+                noisy_fraction: 0.0,
+                hold_s,
+                ..DemoConfig::default()
+            };
+            collect(&plant, &cfg, |_, _| {}).unwrap()
+        };
+        let (short, long) = (run(0.0), run(1.0));
+        for (a, b) in short.iter().zip(&long) {
+            assert!(a.terminated && b.terminated, "the expert succeeds");
+            // Without a hold the demo ends on its first success.
+            assert_eq!(a.rewards.iter().filter(|r| **r > 0.0).count(), 1);
+            assert_eq!(a.rewards.last(), Some(&1.0));
+            // With one: ten more steps (10 Hz), the same up to the first success.
+            assert_eq!(b.len(), a.len() + 10);
+            for (x, y) in a.actions.iter().zip(&b.actions) {
+                assert!(
+                    x.iter().zip(y).all(|(x, y)| (x - y).abs() < 1e-3),
+                    "{x:?} {y:?}"
+                );
+            }
+            // Rewards follow ground truth step by step (the cube may rock as the tool backs
+            // off): the first success and most of the hold.
+            let hold = &b.rewards[a.len() - 1..];
+            assert_eq!(hold[0], 1.0);
+            assert!(hold.iter().filter(|r| **r == 1.0).count() >= 7, "{hold:?}");
+        }
+    }
+
+    #[test]
     fn scattered_demos_start_the_cube_away_from_the_start_region() {
         let task = PlantConfig::default().task;
         let inside = |t: u8, p: [f32; 2]| {
@@ -194,7 +279,7 @@ mod tests {
         // Still on the task area around the two regions.
         assert!(
             s.iter()
-                .all(|(_, p)| (0.25..0.75).contains(&p[0]) && p[1].abs() < 0.3)
+                .all(|(_, p)| (0.25..0.75).contains(&p[0]) && p[1].abs() < 0.41)
         );
         // Half of them: the later half of each direction.
         let half = starts(0.5);
