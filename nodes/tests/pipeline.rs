@@ -50,6 +50,8 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.log_every=50",
     "--set",
+    "finetune.promote_successes=true",
+    "--set",
     "eval.episodes=2",
     "--set",
     "eval.max_s=3.0",
@@ -117,10 +119,22 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         episodes.len() >= 2,
         "the schedule must switch tasks: {episodes:?}"
     );
-    // Forward and backward alternate.
+    // Forward and backward alternate; only a failed reset (backward) is run again, at most
+    // reset_retries (2) times in a row.
+    let mut same = 0;
     for w in episodes.windows(2) {
-        assert_ne!(w[0]["direction"], w[1]["direction"], "{episodes:?}");
+        if w[0]["direction"] == w[1]["direction"] {
+            assert_eq!(w[0]["direction"], "backward", "{episodes:?}");
+            assert_ne!(w[0]["reason"], "success", "{episodes:?}");
+            same += 1;
+            assert!(same <= 2, "{episodes:?}");
+        } else {
+            same = 0;
+        }
     }
+    // Self-imitation: exactly the classifier's successful episodes went to the demo buffer.
+    let successes = episodes.iter().filter(|e| e["reason"] == "success").count();
+    assert_eq!(log["promoted_episodes"], successes as u64, "{episodes:?}");
     let reasons: Vec<&str> = episodes
         .iter()
         .map(|e| e["reason"].as_str().unwrap())

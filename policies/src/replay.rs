@@ -201,6 +201,39 @@ impl ReplayBuffer {
         Ok(())
     }
 
+    /// Appends stored transitions `from..to` (0 = oldest) to `dst`, flags, Monte-Carlo returns
+    /// and images included: demos copied into a larger buffer, or an online episode promoted
+    /// into the demo buffer.
+    pub fn copy_into(&self, from: usize, to: usize, dst: &mut ReplayBuffer) -> Result<()> {
+        if from > to || to > self.len {
+            return Err(Error::Spec(format!(
+                "rows {from}..{to} of a buffer holding {}",
+                self.len
+            )));
+        }
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        let il = self.image.map_or(0, |i| i.len());
+        for i in from..to {
+            let s = self.slot(i);
+            let f = self.flags[s];
+            dst.push(&TransitionIn {
+                obs: &self.obs[s * od..(s + 1) * od],
+                action: &self.act[s * ad..(s + 1) * ad],
+                reward: self.reward[s],
+                next_obs: &self.next_obs[s * od..(s + 1) * od],
+                terminated: f & FLAG_TERMINATED != 0,
+                episode_end: f & FLAG_EPISODE_END != 0,
+                task_id: self.task[s],
+                intervention: f & FLAG_INTERVENTION != 0,
+                safety_override: f & FLAG_SAFETY_OVERRIDE != 0,
+                mc_return: self.mc_return[s],
+                image: self.image.map(|_| &self.images[s * il..(s + 1) * il]),
+                next_image: self.image.map(|_| &self.next_images[s * il..(s + 1) * il]),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Number of stored transitions flagged as interventions.
     pub fn interventions(&self) -> usize {
         self.flags[..self.len]

@@ -369,3 +369,25 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
     std::fs::write(dir.path().join("bad.mcap"), b"nope").unwrap();
     assert!(episodes_from_mcap(&dir.path().join("bad.mcap"), 0).is_err());
 }
+
+#[test]
+fn copied_rows_keep_rewards_flags_returns_and_order_even_after_the_ring_wrapped() {
+    // 12 pushed into 10 slots: rows 0..10 are transitions 2..12, oldest first.
+    let src = numbered(10, 12);
+    let mut dst = numbered(100, 0);
+    src.copy_into(3, 7, &mut dst).unwrap();
+    assert_eq!(dst.len(), 4);
+    let seen = by_obs(&dst, &spec(1));
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![5, 6, 7, 8]);
+    for (i, (r, d, no, f, mc)) in &seen {
+        assert_eq!(*r, (*i + 1) as f32);
+        assert_eq!(*no, *i as f32 + 0.5);
+        assert_eq!(*d, if *i == 7 { 0.0 } else { 0.5 }, "terminal kept at {i}");
+        assert_eq!(f & FLAG_SAFETY_OVERRIDE != 0, *i == 5);
+        assert_eq!(*mc, -(*i as f32));
+    }
+    // Out of range: refused, nothing added.
+    assert!(src.copy_into(8, 11, &mut dst).is_err());
+    assert!(src.copy_into(5, 4, &mut dst).is_err());
+    assert_eq!(dst.len(), 4);
+}

@@ -53,6 +53,10 @@ pub struct FinetuneConfig {
     /// Exploration: 0 samples actions from the policy (SAC); above 0 acts with the policy's
     /// mean plus Gaussian noise of this standard deviation (in the [-1, 1] action units).
     pub explore_std: f64,
+    /// Self-imitation: an episode the classifier ends as a success is copied into the demo
+    /// buffer, so the behaviour-cloning term and the demo share of each batch learn from the
+    /// policy's own successes as well as the demonstrations.
+    pub promote_successes: bool,
     /// Learner update rounds between published policy versions.
     pub publish_every: u64,
     /// Reward of a success (the classifier's), per-step penalty.
@@ -75,7 +79,10 @@ impl Default for FinetuneConfig {
         Self {
             steps: 20_000,
             seed: 0,
-            schedule: ScheduleConfig::default(),
+            schedule: ScheduleConfig {
+                home_s: 4.0,
+                ..ScheduleConfig::default()
+            },
             warmup_steps: 500,
             offline_ratio: 0.5,
             utd: 1,
@@ -84,6 +91,7 @@ impl Default for FinetuneConfig {
             init_alpha: None,
             bc_weight: 0.0,
             explore_std: 0.0,
+            promote_successes: false,
             publish_every: 50,
             success_reward: 1.0,
             step_penalty: 0.0,
@@ -159,6 +167,9 @@ pub struct FinetuneLog {
     /// Control steps in which the safety filter overrode the policy.
     pub safety_override_steps: u64,
     pub qp_failures: u64,
+    /// Episodes copied into the demo buffer (`promote_successes`).
+    #[serde(default)]
+    pub promoted_episodes: u64,
     pub grad_steps: u64,
     pub policy_version: u64,
     pub wall_s: f64,
@@ -247,6 +258,9 @@ fn opt(v: Option<f64>) -> String {
 /// Sets `agent` up for online updates: `utd` critic updates per round, the CQL regulariser
 /// kept or dropped (plain SAC), the BC weight, and the entropy temperature to start from.
 /// Errors name the setting (`utd`, `init_alpha`).
+/// Height the tool rises to before it crosses the table on its way home.
+pub const HOME_CLEAR_Z: f64 = 0.15;
+
 pub fn prepare_online(
     agent: &mut Agent,
     utd: usize,
@@ -326,6 +340,21 @@ pub fn finetune(
     let mut policy = PolicyHandle::new(InferencePolicy::from_agent(agent, version)?, cfg.seed);
     let mut eval_policy = policy.clone();
     let mut buffer = ReplayBuffer::new(cfg.steps as usize + 1, obs_dim, ACTION_DIM, image_shape);
+    // The demos, in a buffer with room for the episodes promoted to them.
+    let mut demos = match offline {
+        Some(o) if cfg.promote_successes => {
+            let mut d = ReplayBuffer::new(
+                o.len() + cfg.steps as usize + 1,
+                obs_dim,
+                ACTION_DIM,
+                image_shape,
+            );
+            o.copy_into(0, o.len(), &mut d)?;
+            Some(d)
+        }
+        _ => None,
+    };
+    let mut ep_first_row = 0usize;
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let mut batches: Vec<Batch> = Vec::new();
     let mut schedule = Schedule::new(cfg.schedule.clone(), Direction::Forward, plant.time_s());
@@ -436,6 +465,17 @@ pub fn finetune(
             )?;
             log.episodes.push(rec);
             ep_start = step;
+            if let Some(d) = demos.as_mut()
+                && terminal
+            {
+                buffer.copy_into(ep_first_row, buffer.len(), d)?;
+                log.promoted_episodes += 1;
+            }
+            ep_first_row = buffer.len();
+            if cfg.schedule.home_s > 0.0 {
+                plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s);
+                schedule.restart_clock(plant.time_s());
+            }
         }
         // The learner's round.
         if step > cfg.warmup_steps {
@@ -443,7 +483,7 @@ pub fn finetune(
             sample_round(
                 agent,
                 &buffer,
-                offline,
+                demos.as_ref().or(offline),
                 cfg.offline_ratio,
                 &mut rng,
                 &mut batches,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use nalgebra::{Isometry3, Vector6};
+use nalgebra::{Isometry3, Vector3, Vector6};
 use rft_safety::cbf::CbfFilter;
 use rft_safety::kinematics::DiffIk;
 use rft_sim::{Camera, Direction, Frame, Renderer, Sim, SimConfig, TaskKind, TaskStatus, Visual};
@@ -173,6 +173,8 @@ pub struct SimPlant {
     /// Safety ticks at which the filter overrode the command, over the plant's life.
     pub override_ticks: u64,
     pub qp_failures: u64,
+    /// Where a reset puts the tool (base frame).
+    home: Vector3<f64>,
 }
 
 impl SimPlant {
@@ -215,8 +217,10 @@ impl SimPlant {
             visuals: Vec::new(),
             override_ticks: 0,
             qp_failures: 0,
+            home: Vector3::zeros(),
         };
         p.reset_for(seed, Direction::Forward);
+        p.home = p.tcp().translation.vector;
         Ok(p)
     }
 
@@ -336,11 +340,67 @@ impl SimPlant {
         info
     }
 
+    /// Moves the tool back to where a reset puts it (straight up to `clear_z` first, then
+    /// across and down), through the same safety filter, for at most `max_s` simulated seconds.
+    /// Between reset-free episodes only the arm goes home, never the object: no human needed.
+    /// Returns whether the tool got within 2 cm of home.
+    pub fn go_home(&mut self, clear_z: f64, max_s: f64) -> bool {
+        let home = self.home;
+        let steps = (max_s * self.cfg.control_hz).ceil() as usize;
+        let vmax = self.cfg.action.max_linear_m_s;
+        for _ in 0..steps {
+            let p = self.tcp().translation.vector;
+            if (p - home).norm() < 0.02 {
+                return true;
+            }
+            let up = clear_z.min(home.z);
+            let target = if p.z < up - 0.01 && (p.xy() - home.xy()).norm() > 0.02 {
+                Vector3::new(p.x, p.y, up + 0.02)
+            } else {
+                home
+            };
+            let mut v = (target - p) * 4.0;
+            if v.norm() > vmax {
+                v *= vmax / v.norm();
+            }
+            let a = self.cfg.action.action_of(&v, 0.0);
+            self.apply(&a);
+        }
+        (self.tcp().translation.vector - home).norm() < 0.02
+    }
+
     /// Renders the scene camera; rgb8, `camera_width × camera_height`.
     pub fn render(&mut self) -> &Frame {
         self.sim.visuals(&mut self.visuals);
         self.renderer
             .render(&self.visuals, &self.camera, &mut self.frame);
         &self.frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_home_brings_the_tool_back_and_leaves_the_object() {
+        let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
+        let home = p.tcp().translation.vector;
+        let cube = p.object().translation.vector;
+        // Down and to the side, away from the cube.
+        for _ in 0..25 {
+            p.apply(&[0.6, 0.8, -1.0, 0.0]);
+        }
+        let away = p.tcp().translation.vector;
+        assert!((away - home).norm() > 0.15, "moved {away:?} from {home:?}");
+        let t0 = p.time_s();
+        assert!(p.go_home(0.15, 6.0), "home not reached: {:?}", p.tcp());
+        assert!((p.tcp().translation.vector - home).norm() < 0.02);
+        assert!(p.time_s() > t0, "the move takes simulated time");
+        assert!((p.object().translation.vector - cube).norm() < 1e-3);
+        // Already home: nothing to do.
+        let t1 = p.time_s();
+        assert!(p.go_home(0.15, 6.0));
+        assert_eq!(p.time_s(), t1);
     }
 }

@@ -21,6 +21,15 @@ pub struct ScheduleConfig {
     pub stuck_distance_m: f64,
     /// The object below this height (base frame) is off the table.
     pub off_table_z: f64,
+    /// Between episodes the arm goes back to its home pose (the object stays where it is):
+    /// every episode starts as an evaluation does, and a policy that stalled somewhere gets a
+    /// fresh approach. Seconds allowed for the move (0: the arm stays where it is). The
+    /// pipeline's sim loop does it (its default is 4 s); the node graph does not yet.
+    pub home_s: f64,
+    /// A backward (reset) episode that did not succeed is run again, up to this many times in
+    /// a row, before the forward task gets the scene: forward practice from a scene that was
+    /// not reset teaches little and pushes the object further astray.
+    pub reset_retries: u32,
 }
 
 impl Default for ScheduleConfig {
@@ -31,6 +40,8 @@ impl Default for ScheduleConfig {
             stuck_s: 8.0,
             stuck_distance_m: 0.01,
             off_table_z: -0.05,
+            home_s: 0.0,
+            reset_retries: 2,
         }
     }
 }
@@ -53,6 +64,9 @@ impl ScheduleConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return Err((k.into(), format!("{v} must be ≥ 0")));
             }
+        }
+        if !(self.home_s.is_finite() && self.home_s >= 0.0) {
+            return Err(("home_s".into(), format!("{} must be ≥ 0", self.home_s)));
         }
         if !self.off_table_z.is_finite() {
             return Err(("off_table_z".into(), "must be finite".into()));
@@ -109,6 +123,7 @@ pub struct Schedule {
     anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
     paused: bool,
     human_resets: u64,
+    retries: u32,
 }
 
 impl Schedule {
@@ -122,6 +137,7 @@ impl Schedule {
             anchor: None,
             paused: false,
             human_resets: 0,
+            retries: 0,
         }
     }
 
@@ -183,12 +199,28 @@ impl Schedule {
     }
 
     fn end(&mut self, now_s: f64, reason: EndReason) -> Decision {
-        self.dir = self.dir.reverse();
+        if self.dir == Direction::Backward
+            && reason != EndReason::Success
+            && self.retries < self.cfg.reset_retries
+        {
+            self.retries += 1;
+        } else {
+            self.retries = 0;
+            self.dir = self.dir.reverse();
+        }
         self.begin(now_s);
         Decision::End {
             reason,
             next: self.dir,
         }
+    }
+
+    /// Starts the current episode's clocks (timeout, stuck) again at `now_s`, as after the
+    /// arm went home between two episodes; neither a new episode nor a decision.
+    pub fn restart_clock(&mut self, now_s: f64) {
+        self.started_s = now_s;
+        self.run = 0;
+        self.anchor = None;
     }
 
     fn begin(&mut self, now_s: f64) {
@@ -225,6 +257,7 @@ mod tests {
             consecutive: 3,
             timeout_s: 10.0,
             stuck_s: 2.0,
+            reset_retries: 0,
             ..Default::default()
         };
         let mut s = Schedule::new(cfg, Direction::Forward, 0.0);
@@ -279,6 +312,54 @@ mod tests {
         assert!(n >= 19, "stuck after {n} ticks");
         assert_eq!(s.episode(), 3);
         assert_eq!(s.direction(), Direction::Backward);
+    }
+
+    #[test]
+    fn a_failed_reset_is_retried_before_forward_gets_the_scene() {
+        let cfg = ScheduleConfig {
+            consecutive: 1,
+            timeout_s: 1.0,
+            stuck_s: 0.0,
+            reset_retries: 2,
+            ..Default::default()
+        };
+        let mut s = Schedule::new(cfg, Direction::Backward, 0.0);
+        let mut t = 0.0;
+        let mut next = |s: &mut Schedule, ok: bool| loop {
+            t += 0.1;
+            if let Decision::End { reason, next } = s.tick(t, Some(ok), &v(0.0), &v(0.0)) {
+                return (reason, next);
+            }
+        };
+        // Two failed resets are retried, the third failure hands over to forward.
+        assert_eq!(
+            next(&mut s, false),
+            (EndReason::Timeout, Direction::Backward)
+        );
+        assert_eq!(
+            next(&mut s, false),
+            (EndReason::Timeout, Direction::Backward)
+        );
+        assert_eq!(
+            next(&mut s, false),
+            (EndReason::Timeout, Direction::Forward)
+        );
+        // A failed forward episode is not retried.
+        assert_eq!(
+            next(&mut s, false),
+            (EndReason::Timeout, Direction::Backward)
+        );
+        // A successful reset hands over at once, and the retry count starts again.
+        assert_eq!(next(&mut s, true), (EndReason::Success, Direction::Forward));
+        assert_eq!(
+            next(&mut s, true),
+            (EndReason::Success, Direction::Backward)
+        );
+        assert_eq!(
+            next(&mut s, false),
+            (EndReason::Timeout, Direction::Backward)
+        );
+        assert_eq!(s.episode(), 7);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub struct EpisodeManagerParams {
 fn default_schedule() -> ScheduleConfig {
     ScheduleConfig {
         consecutive: 1,
+        home_s: 0.0,
         ..ScheduleConfig::default()
     }
 }
@@ -62,6 +63,14 @@ impl EpisodeManagerParams {
         self.schedule
             .validate()
             .map_err(|(k, r)| (format!("schedule.{k}"), r))?;
+        if self.schedule.home_s > 0.0 {
+            return Err((
+                "schedule.home_s".into(),
+                "moving the arm home between episodes is done by the pipeline's sim loop only; \
+                 the node graph does not do it yet (set 0)"
+                    .into(),
+            ));
+        }
         super::check(
             self.republish_s.is_finite() && self.republish_s > 0.0,
             "republish_s",
