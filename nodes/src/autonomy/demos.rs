@@ -45,8 +45,8 @@ impl Default for DemoConfig {
         Self {
             episodes_per_direction: 20,
             backward_episodes: None,
-            noisy_fraction: 0.5,
-            noise_std: 0.5,
+            noisy_fraction: 0.25,
+            noise_std: 0.3,
             scattered_fraction: 0.0,
             scatter_margin: [0.2, 0.25],
             max_s: 20.0,

@@ -92,7 +92,7 @@ impl Default for PretrainStageConfig {
             critics: 2,
             layer_norm: true,
             cql_actions: 4,
-            bc_weight: 0.0,
+            bc_weight: 1.0,
             bc_mode_weight: 100.0,
             seed: 0,
             checkpoint: None,
