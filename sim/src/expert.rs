@@ -244,6 +244,110 @@ impl Expert for PushExpert {
     }
 }
 
+/// The first push expert, kept for the classifier's frames (`frames.rs`), whose data and
+/// calibration were tuned on it. It remembers its phase, so a memoryless policy clones it badly:
+/// policy demos use [`PushExpert`].
+///
+/// Pushes the cube with the closed fingers into the goal region of its direction: it goes
+/// behind the cube on the line to the goal, lowers, pushes while steering the contact back onto
+/// the line, and lifts to re-approach if the cube slips away.
+pub struct PhasedPushExpert {
+    goal: Vector2<f64>,
+    phase: PushPhase,
+}
+
+impl PhasedPushExpert {
+    pub fn new(task: TaskKind, dir: Direction) -> Self {
+        let (_, to) = task.regions(dir);
+        Self {
+            goal: to.center,
+            phase: PushPhase::Above,
+        }
+    }
+
+    /// Pushes towards `goal` (table xy) instead of the region's centre: near misses and
+    /// partial attempts for classifier data.
+    pub fn with_goal(mut self, goal: Vector2<f64>) -> Self {
+        self.goal = goal;
+        self
+    }
+}
+
+impl Expert for PhasedPushExpert {
+    fn act(&mut self, o: &ExpertObs) -> ExpertAction {
+        let p = o.tcp.translation.vector;
+        let c = o.cube.translation.vector;
+        let c2 = c.xy();
+        let d = self.goal - c2;
+        let dist = d.norm();
+        if dist < 0.015 || self.phase == PushPhase::Done {
+            self.phase = PushPhase::Done;
+        }
+        let u = if dist > 1e-6 { d / dist } else { Vector2::x() };
+        let u3 = Vector3::new(u.x, u.y, 0.0);
+        let h = o.cube_half;
+        let pre = c2 - u * (h + 0.035);
+        let rel = p.xy() - c2;
+        let along = -rel.dot(&u);
+        let lateral = rel - u * rel.dot(&u);
+        let yaw = nearest_yaw(&o.tcp.rotation, u.y.atan2(u.x), std::f64::consts::PI);
+        let at = |xy: Vector2<f64>, z: f64| Vector3::new(xy.x, xy.y, z);
+        let linear = match self.phase {
+            PushPhase::Done => toward(&p, &at(p.xy(), SAFE_Z), EXPERT_MAX_LINEAR_M_S),
+            PushPhase::Lift => {
+                if p.z > SAFE_Z - 0.01 {
+                    self.phase = PushPhase::Above;
+                }
+                toward(&p, &at(p.xy(), SAFE_Z), EXPERT_MAX_LINEAR_M_S)
+            }
+            PushPhase::Above => {
+                if (p.xy() - pre).norm() < 0.008 {
+                    self.phase = PushPhase::Descend;
+                }
+                toward(&p, &at(pre, SAFE_Z), EXPERT_MAX_LINEAR_M_S)
+            }
+            PushPhase::Descend => {
+                if (p.xy() - pre).norm() > 0.03 {
+                    self.phase = PushPhase::Lift;
+                } else if p.z < PUSH_Z + 0.005 {
+                    self.phase = PushPhase::Push;
+                }
+                toward(&p, &at(pre, PUSH_Z), EXPERT_MAX_LINEAR_M_S)
+            }
+            PushPhase::Push => {
+                if lateral.norm() > 0.025 || along < h || along > h + 0.08 {
+                    self.phase = PushPhase::Lift;
+                }
+                // Push along the line, steer back onto it, slow down near the goal.
+                let speed = (1.5 * dist).clamp(0.03, 0.08);
+                let steer = -lateral * 4.0;
+                let mut v = u3 * speed + Vector3::new(steer.x, steer.y, 0.0);
+                v.z = KP * (PUSH_Z - p.z);
+                v
+            }
+        };
+        ExpertAction {
+            linear,
+            angular: hold_down(&o.tcp.rotation, yaw),
+            gripper: 0.0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.phase == PushPhase::Done
+    }
+
+    fn phase(&self) -> &'static str {
+        match self.phase {
+            PushPhase::Lift => "lift",
+            PushPhase::Above => "above",
+            PushPhase::Descend => "descend",
+            PushPhase::Push => "push",
+            PushPhase::Done => "done",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum PickPhase {
     Above,

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::expert::{Expert, ExpertObs, PushExpert, TwistController, expert_for};
+use crate::expert::{Expert, ExpertObs, PhasedPushExpert, TwistController, expert_for};
 use crate::render::{Camera, Frame, Renderer};
 use crate::task::{Direction, TaskKind};
 use crate::world::{Sim, SimConfig};
@@ -172,8 +172,9 @@ pub fn demo_frames(
                     1 => to.center + side * off,
                     _ => to.center - side * off,
                 };
-                Box::new(PushExpert::new(cfg.task, cfg.dir).with_goal(goal))
+                Box::new(PhasedPushExpert::new(cfg.task, cfg.dir).with_goal(goal))
             }
+            _ if cfg.task == TaskKind::Push => Box::new(PhasedPushExpert::new(cfg.task, cfg.dir)),
             _ => expert_for(cfg.task, cfg.dir),
         };
         let stop_at_progress = (kind == DemoKind::Partial).then(|| rng.random_range(0.15..0.7));
