@@ -1,7 +1,8 @@
 //! The reset-free schedule: the forward task runs until the success classifier has reported
 //! success for `consecutive` frames in a row, or until a timeout, or until nothing has moved
 //! for `stuck_s`; then the backward (reset) task runs likewise, and so on. An object that left
-//! the table pauses everything until a human puts it back.
+//! the table, or the area the robot can still push it back from (`reach`), pauses everything
+//! until a human puts it back.
 
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,41 @@ pub struct ScheduleConfig {
     /// a row, before the forward task gets the scene: forward practice from a scene that was
     /// not reset teaches little and pushes the object further astray.
     pub reset_retries: u32,
+    /// The table area (base frame, xy) the robot can still bring the object back from: a pusher
+    /// cannot get behind an object pushed to the edge of its workspace box. An object outside
+    /// it pauses the loop for a human reset, counted like one off the table. None: only the
+    /// table's edge counts.
+    pub reach: Option<AreaXy>,
+}
+
+/// An axis-aligned area on the table, base frame, metres.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaXy {
+    pub min: [f64; 2],
+    pub max: [f64; 2],
+}
+
+impl AreaXy {
+    pub fn contains(&self, p: &Vector3<f64>) -> bool {
+        (self.min[0]..=self.max[0]).contains(&p.x) && (self.min[1]..=self.max[1]).contains(&p.y)
+    }
+}
+
+/// Why the loop paused for a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseCause {
+    OffTable,
+    OutOfReach,
+}
+
+impl PauseCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            PauseCause::OffTable => "object_off_table",
+            PauseCause::OutOfReach => "object_out_of_reach",
+        }
+    }
 }
 
 impl Default for ScheduleConfig {
@@ -42,6 +78,7 @@ impl Default for ScheduleConfig {
             off_table_z: -0.05,
             home_s: 0.0,
             reset_retries: 2,
+            reach: None,
         }
     }
 }
@@ -70,6 +107,19 @@ impl ScheduleConfig {
         }
         if !self.off_table_z.is_finite() {
             return Err(("off_table_z".into(), "must be finite".into()));
+        }
+        if let Some(a) = &self.reach
+            && !(a.min.iter().chain(&a.max).all(|v| v.is_finite())
+                && a.min[0] < a.max[0]
+                && a.min[1] < a.max[1])
+        {
+            return Err((
+                "reach".into(),
+                format!(
+                    "min {:?} must be finite and below max {:?} on both axes",
+                    a.min, a.max
+                ),
+            ));
         }
         Ok(())
     }
@@ -121,7 +171,7 @@ pub struct Schedule {
     started_s: f64,
     run: u32,
     anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
-    paused: bool,
+    paused: Option<PauseCause>,
     human_resets: u64,
     retries: u32,
 }
@@ -135,7 +185,7 @@ impl Schedule {
             started_s: now_s,
             run: 0,
             anchor: None,
-            paused: false,
+            paused: None,
             human_resets: 0,
             retries: 0,
         }
@@ -148,6 +198,10 @@ impl Schedule {
         self.episode
     }
     pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+    /// Why the loop is paused, while it is.
+    pub fn pause_cause(&self) -> Option<PauseCause> {
         self.paused
     }
     pub fn human_resets(&self) -> u64 {
@@ -166,11 +220,15 @@ impl Schedule {
         object: &Vector3<f64>,
         tool: &Vector3<f64>,
     ) -> Decision {
-        if self.paused {
+        if self.paused.is_some() {
             return Decision::Paused;
         }
         if object.z < self.cfg.off_table_z {
-            self.paused = true;
+            self.paused = Some(PauseCause::OffTable);
+            return Decision::Paused;
+        }
+        if self.cfg.reach.is_some_and(|a| !a.contains(object)) {
+            self.paused = Some(PauseCause::OutOfReach);
             return Decision::Paused;
         }
         match success {
@@ -232,7 +290,7 @@ impl Schedule {
 
     /// A human put the scene back for the forward task: the next episode starts now.
     pub fn human_reset_done(&mut self, now_s: f64) -> Decision {
-        self.paused = false;
+        self.paused = None;
         self.human_resets += 1;
         self.dir = Direction::Forward;
         self.begin(now_s);
@@ -387,5 +445,47 @@ mod tests {
             s.tick(5.1, Some(false), &v(0.5), &v(0.0)),
             Decision::Continue
         );
+    }
+
+    #[test]
+    fn an_object_out_of_reach_pauses_like_one_off_the_table() {
+        let cfg = ScheduleConfig {
+            reach: Some(AreaXy {
+                min: [0.3, -0.3],
+                max: [0.7, 0.3],
+            }),
+            ..Default::default()
+        };
+        let mut s = Schedule::new(cfg.clone(), Direction::Forward, 0.0);
+        let at = |x: f64, y: f64| Vector3::new(x, y, 0.025);
+        assert_eq!(
+            s.tick(0.1, Some(false), &at(0.5, 0.29), &v(0.0)),
+            Decision::Continue
+        );
+        assert_eq!(
+            s.tick(0.2, Some(false), &at(0.5, 0.31), &v(0.0)),
+            Decision::Paused
+        );
+        assert_eq!(s.pause_cause(), Some(PauseCause::OutOfReach));
+        assert_eq!(
+            s.tick(0.3, Some(false), &at(0.5, 0.0), &v(0.0)),
+            Decision::Paused,
+            "latched until the reset"
+        );
+        s.human_reset_done(1.0);
+        assert_eq!(s.human_resets(), 1);
+        assert_eq!(s.pause_cause(), None);
+        assert_eq!(
+            s.tick(1.1, Some(false), &at(0.25, 0.0), &v(0.0)),
+            Decision::Paused
+        );
+        let bad = ScheduleConfig {
+            reach: Some(AreaXy {
+                min: [0.7, -0.3],
+                max: [0.3, 0.3],
+            }),
+            ..cfg
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "reach");
     }
 }

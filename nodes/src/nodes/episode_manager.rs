@@ -1,6 +1,7 @@
 //! The reset-free schedule over the bus: forward and backward alternate when the reward node
 //! reports success (it debounces k frames), on a timeout, or when nothing moves for a while;
-//! an object off the table pauses everything and asks for a human reset, counted.
+//! an object off the table, or out of the `reach` area, pauses everything and asks for a human
+//! reset, counted.
 //!
 //! It publishes `/rft/phase` on every change (and again every `republish_s`, so late joiners
 //! learn the phase), and the human-reset count on `/rft/metrics`. A reset is reported done on
@@ -235,9 +236,10 @@ impl Node for EpisodeManager {
             })?;
         }
         if after.1 && !before.1 {
-            self.last_reason = "object_off_table".into();
+            let cause = schedule.pause_cause().map_or("paused", |c| c.name());
+            self.last_reason = cause.into();
             self.log.lock().unwrap_or_else(|p| p.into_inner()).paused = true;
-            tracing::warn!(node = %self.name, "the object left the table: paused for a human reset (publish true on /rft/human_reset when done)");
+            tracing::warn!(node = %self.name, cause, x = object.x, y = object.y, "paused for a human reset (publish true on /rft/human_reset when done)");
         }
         let phase = if after.1 {
             PHASE_PAUSED_FOR_HUMAN
