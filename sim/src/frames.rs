@@ -49,6 +49,10 @@ pub struct DemoFramesConfig {
     /// included) instead of lifting and holding still, so the classifier sees the scene with
     /// the arm anywhere, as a learning policy leaves it. Labels stay ground truth per frame.
     pub wander: bool,
+    /// Successful push demos aim at a random point up to this far (per axis, metres) from the
+    /// goal region's centre instead of the centre itself, so the classifier also sees the
+    /// cube resting near the region's edges, where a learning policy leaves it.
+    pub goal_jitter_m: f64,
 }
 
 impl DemoFramesConfig {
@@ -65,6 +69,7 @@ impl DemoFramesConfig {
             max_s: 20.0,
             failure_fraction: 1.0 / 3.0,
             wander: false,
+            goal_jitter_m: 0.0,
         }
     }
 
@@ -174,7 +179,17 @@ pub fn demo_frames(
                 };
                 Box::new(PhasedPushExpert::new(cfg.task, cfg.dir).with_goal(goal))
             }
-            _ if cfg.task == TaskKind::Push => Box::new(PhasedPushExpert::new(cfg.task, cfg.dir)),
+            _ if cfg.task == TaskKind::Push => {
+                let j = cfg.goal_jitter_m.abs();
+                let mut e = PhasedPushExpert::new(cfg.task, cfg.dir);
+                if kind == DemoKind::Success && j > 0.0 {
+                    e = e.with_goal(
+                        to.center
+                            + Vector2::new(rng.random_range(-j..=j), rng.random_range(-j..=j)),
+                    );
+                }
+                Box::new(e)
+            }
             _ => expert_for(cfg.task, cfg.dir),
         };
         let stop_at_progress = (kind == DemoKind::Partial).then(|| rng.random_range(0.15..0.7));

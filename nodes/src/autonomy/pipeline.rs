@@ -35,7 +35,13 @@ pub struct RewardStageConfig {
     pub seed: u64,
     /// After each demo the arm wanders over the table for `hold_s` (see `DemoFramesConfig`).
     pub wander: bool,
+    /// Successful demos push the cube to a random point up to this far (per axis, metres)
+    /// from the goal's centre, so the classifier sees it near the region's edges too.
+    pub goal_jitter_m: f64,
     pub hold_s: f64,
+    /// The part of the scene camera's frame the classifiers see, `[x, y, width, height]`
+    /// pixels (None: the whole frame, downsized to the network's 64×64).
+    pub crop: Option<[u32; 4]>,
     /// Existing classifiers (`rft train-reward` output) instead of training.
     pub forward: Option<PathBuf>,
     pub backward: Option<PathBuf>,
@@ -49,7 +55,9 @@ impl Default for RewardStageConfig {
             target_precision: 0.95,
             seed: 0,
             wander: true,
+            goal_jitter_m: 0.0,
             hold_s: 5.0,
+            crop: None,
             forward: None,
             backward: None,
         }
@@ -201,6 +209,31 @@ impl PipelineConfig {
             return e(
                 "reward.episodes",
                 "need at least 4 demos (one is held out)".into(),
+            );
+        }
+        if !(self.reward.goal_jitter_m.is_finite()
+            && (0.0..=0.05).contains(&self.reward.goal_jitter_m))
+        {
+            return e(
+                "reward.goal_jitter_m",
+                format!(
+                    "{} is outside [0, 0.05] (the goal region's half size)",
+                    self.reward.goal_jitter_m
+                ),
+            );
+        }
+        if let Some([x, y, w, h]) = self.reward.crop
+            && (w == 0
+                || h == 0
+                || x + w > self.plant.camera_width
+                || y + h > self.plant.camera_height)
+        {
+            return e(
+                "reward.crop",
+                format!(
+                    "[{x}, {y}, {w}, {h}] must be a non-empty area inside the {}×{} camera frame",
+                    self.plant.camera_width, self.plant.camera_height
+                ),
             );
         }
         if !(0.0..=1.0).contains(&self.reward.target_precision) {
@@ -531,6 +564,7 @@ fn train_classifier(
     fc.width = cfg.plant.camera_width;
     fc.height = cfg.plant.camera_height;
     fc.wander = r.wander;
+    fc.goal_jitter_m = r.goal_jitter_m;
     fc.hold_s = r.hold_s;
     say(format!("{task}: frames from {} scripted demos", r.episodes));
     let d = demo_frames(&fc, |_, _| {})?;
@@ -538,7 +572,11 @@ fn train_classifier(
     for i in 0..d.len() {
         lf.push(d.frame(i), d.success[i], d.episode[i])?;
     }
-    let mut c = CnnClassifier::new(CnnConfig::default(), task.to_string(), seed, dev)?;
+    let net = CnnConfig {
+        crop: r.crop,
+        ..CnnConfig::default()
+    };
+    let mut c = CnnClassifier::new(net, task.to_string(), seed, dev)?;
     let tc = CnnTrainConfig {
         steps: r.steps,
         target_precision: r.target_precision,
