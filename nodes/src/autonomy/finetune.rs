@@ -81,6 +81,7 @@ impl Default for FinetuneConfig {
             seed: 0,
             schedule: ScheduleConfig {
                 home_s: 4.0,
+                confirm_at_home: true,
                 ..ScheduleConfig::default()
             },
             warmup_steps: 500,
@@ -420,11 +421,36 @@ pub fn finetune(
             decision = schedule.human_reset_done(plant.time_s());
         }
         plant.observe(&mut next, &mut next_pimg);
-        let (ended, reason) = match decision {
+        let (ended, mut reason) = match decision {
             Decision::End { reason, .. } => (true, Some(reason)),
             _ => (false, None),
         };
-        let terminal = reason == Some(EndReason::Success);
+        let mut truth = truth;
+        let homed = ended && cfg.schedule.home_s > 0.0;
+        if homed {
+            plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s);
+        }
+        if homed
+            && cfg.schedule.confirm_at_home
+            && matches!(reason, Some(EndReason::Timeout | EndReason::Stuck))
+        {
+            // A second look with the arm out of the way.
+            let frame = plant.render();
+            let img = ImageRef::new(frame.width, frame.height, &frame.rgb)?;
+            let (clf, text) = classifiers.get(dir);
+            let p = clf.predict(&[img], text)?[0];
+            truth = plant.truth(dir).success;
+            if p.is_finite() {
+                let s = p > clf.threshold();
+                log.classifier[task as usize].add(s, truth);
+                window[task as usize].add(s, truth);
+                if s {
+                    reason = Some(EndReason::SuccessAtHome);
+                    schedule.confirm_success();
+                }
+            }
+        }
+        let terminal = reason.is_some_and(EndReason::is_success);
         let reward = if terminal { cfg.success_reward } else { 0.0 } - cfg.step_penalty;
         buffer.push(&TransitionIn {
             obs: &obs,
@@ -472,8 +498,7 @@ pub fn finetune(
                 log.promoted_episodes += 1;
             }
             ep_first_row = buffer.len();
-            if cfg.schedule.home_s > 0.0 {
-                plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s);
+            if homed {
                 schedule.restart_clock(plant.time_s());
             }
         }
@@ -599,7 +624,10 @@ pub fn finetune(
                 reward_rate: log
                     .episodes
                     .iter()
-                    .filter(|e| e.reason == "success")
+                    .filter(|e| {
+                        e.reason == EndReason::Success.name()
+                            || e.reason == EndReason::SuccessAtHome.name()
+                    })
                     .count() as f64
                     / n_eps as f64,
                 grad_steps_per_s: (agent.steps - grad0) as f64 / elapsed.max(1e-9),

@@ -36,6 +36,12 @@ pub struct ScheduleConfig {
     /// it pauses the loop for a human reset, counted like one off the table. None: only the
     /// table's edge counts.
     pub reach: Option<AreaXy>,
+    /// An episode that timed out or got stuck gets a second look once the arm is home (needs
+    /// `home_s` > 0): the classifier sees the scene without the arm touching or hiding the
+    /// object, and a success there ends the episode as one (`success_at_home`). A pushing
+    /// policy stops next to the object it just pushed into the goal, in the classifier's
+    /// blind spot.
+    pub confirm_at_home: bool,
 }
 
 /// An axis-aligned area on the table, base frame, metres.
@@ -78,6 +84,7 @@ impl Default for ScheduleConfig {
             off_table_z: -0.05,
             home_s: 0.0,
             reset_retries: 2,
+            confirm_at_home: false,
             reach: None,
         }
     }
@@ -104,6 +111,12 @@ impl ScheduleConfig {
         }
         if !(self.home_s.is_finite() && self.home_s >= 0.0) {
             return Err(("home_s".into(), format!("{} must be ≥ 0", self.home_s)));
+        }
+        if self.confirm_at_home && self.home_s <= 0.0 {
+            return Err((
+                "confirm_at_home".into(),
+                "needs the arm to go home between episodes (home_s > 0)".into(),
+            ));
         }
         if !self.off_table_z.is_finite() {
             return Err(("off_table_z".into(), "must be finite".into()));
@@ -135,6 +148,9 @@ pub enum EndReason {
     Stuck,
     /// The object left the table; the next episode starts after a human reset.
     HumanReset,
+    /// Timed out or stuck, but the classifier reported success once the arm was home
+    /// (`confirm_at_home`): a true terminal state, like `Success`.
+    SuccessAtHome,
 }
 
 impl EndReason {
@@ -144,7 +160,13 @@ impl EndReason {
             EndReason::Timeout => "timeout",
             EndReason::Stuck => "stuck",
             EndReason::HumanReset => "human_reset",
+            EndReason::SuccessAtHome => "success_at_home",
         }
+    }
+
+    /// The classifier ended the episode as a success (the reward's terminal state).
+    pub fn is_success(self) -> bool {
+        matches!(self, EndReason::Success | EndReason::SuccessAtHome)
     }
 }
 
@@ -174,6 +196,8 @@ pub struct Schedule {
     paused: Option<PauseCause>,
     human_resets: u64,
     retries: u32,
+    /// Whether the last episode's end switched the task (false: a reset retry).
+    last_end_switched: bool,
 }
 
 impl Schedule {
@@ -188,6 +212,7 @@ impl Schedule {
             paused: None,
             human_resets: 0,
             retries: 0,
+            last_end_switched: false,
         }
     }
 
@@ -262,15 +287,29 @@ impl Schedule {
             && self.retries < self.cfg.reset_retries
         {
             self.retries += 1;
+            self.last_end_switched = false;
         } else {
             self.retries = 0;
             self.dir = self.dir.reverse();
+            self.last_end_switched = true;
         }
         self.begin(now_s);
         Decision::End {
             reason,
             next: self.dir,
         }
+    }
+
+    /// The episode that just ended (timeout or stuck) was confirmed a success afterwards, with
+    /// the arm home: the schedule goes on as after a success (a reset that would have been
+    /// retried is not). Returns the task that runs next.
+    pub fn confirm_success(&mut self) -> Direction {
+        if !self.last_end_switched {
+            self.retries = 0;
+            self.dir = self.dir.reverse();
+            self.last_end_switched = true;
+        }
+        self.dir
     }
 
     /// Starts the current episode's clocks (timeout, stuck) again at `now_s`, as after the
@@ -418,6 +457,45 @@ mod tests {
             (EndReason::Timeout, Direction::Backward)
         );
         assert_eq!(s.episode(), 7);
+    }
+
+    #[test]
+    fn a_success_confirmed_at_home_goes_on_as_a_success() {
+        let cfg = ScheduleConfig {
+            consecutive: 1,
+            timeout_s: 1.0,
+            stuck_s: 0.0,
+            reset_retries: 2,
+            home_s: 4.0,
+            confirm_at_home: true,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut s = Schedule::new(cfg.clone(), Direction::Backward, 0.0);
+        let mut t = 0.0;
+        let mut timeout = |s: &mut Schedule| loop {
+            t += 0.1;
+            if let Decision::End { reason, next } = s.tick(t, Some(false), &v(0.0), &v(0.0)) {
+                return (reason, next);
+            }
+        };
+        // A reset that timed out would be retried; confirmed at home, forward gets the scene.
+        assert_eq!(timeout(&mut s), (EndReason::Timeout, Direction::Backward));
+        assert_eq!(s.confirm_success(), Direction::Forward);
+        assert_eq!(s.direction(), Direction::Forward);
+        // A forward timeout already hands over; confirming changes nothing, nor does a second
+        // confirmation of the same episode.
+        assert_eq!(timeout(&mut s), (EndReason::Timeout, Direction::Backward));
+        assert_eq!(s.confirm_success(), Direction::Backward);
+        assert_eq!(s.confirm_success(), Direction::Backward);
+        // The retry count starts again after a confirmed reset: two more retries follow.
+        assert_eq!(timeout(&mut s), (EndReason::Timeout, Direction::Backward));
+        assert_eq!(timeout(&mut s), (EndReason::Timeout, Direction::Backward));
+        assert_eq!(timeout(&mut s), (EndReason::Timeout, Direction::Forward));
+        assert!(EndReason::SuccessAtHome.is_success() && !EndReason::Timeout.is_success());
+        // Without the arm going home there is nothing to look at.
+        let bad = ScheduleConfig { home_s: 0.0, ..cfg };
+        assert_eq!(bad.validate().unwrap_err().0, "confirm_at_home");
     }
 
     #[test]
