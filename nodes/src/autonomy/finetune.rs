@@ -229,6 +229,20 @@ impl Classifiers {
     }
 }
 
+/// The current task's classifier on the scene camera's frame now: p > τ, or None when it
+/// could not answer.
+fn classify(
+    plant: &mut SimPlant,
+    classifiers: &mut Classifiers,
+    dir: Direction,
+) -> anyhow::Result<Option<bool>> {
+    let frame = plant.render();
+    let img = ImageRef::new(frame.width, frame.height, &frame.rgb)?;
+    let (clf, text) = classifiers.get(dir);
+    let p = clf.predict(&[img], text)?[0];
+    Ok(p.is_finite().then(|| p > clf.threshold()))
+}
+
 /// Where a run writes.
 pub struct RunFiles {
     pub dir: PathBuf,
@@ -398,11 +412,7 @@ pub fn finetune(
             log.safety_override_steps += 1;
         }
         log.qp_failures += u64::from(info.qp_failures);
-        let frame = plant.render();
-        let img = ImageRef::new(frame.width, frame.height, &frame.rgb)?;
-        let (clf, text) = classifiers.get(dir);
-        let p = clf.predict(&[img], text)?[0];
-        let success = p.is_finite().then(|| p > clf.threshold());
+        let success = classify(&mut plant, classifiers, dir)?;
         let truth = plant.truth(dir).success;
         if let Some(s) = success {
             log.classifier[task as usize].add(s, truth);
@@ -435,13 +445,9 @@ pub fn finetune(
             && matches!(reason, Some(EndReason::Timeout | EndReason::Stuck))
         {
             // A second look with the arm out of the way.
-            let frame = plant.render();
-            let img = ImageRef::new(frame.width, frame.height, &frame.rgb)?;
-            let (clf, text) = classifiers.get(dir);
-            let p = clf.predict(&[img], text)?[0];
+            let success = classify(&mut plant, classifiers, dir)?;
             truth = plant.truth(dir).success;
-            if p.is_finite() {
-                let s = p > clf.threshold();
+            if let Some(s) = success {
                 log.classifier[task as usize].add(s, truth);
                 window[task as usize].add(s, truth);
                 if s {
