@@ -438,21 +438,26 @@ pub fn finetune(
         let mut truth = truth;
         let homed = ended && cfg.schedule.home_s > 0.0;
         if homed {
-            plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s);
+            plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s, cfg.schedule.home_posture);
         }
-        if homed
-            && cfg.schedule.confirm_at_home
-            && matches!(reason, Some(EndReason::Timeout | EndReason::Stuck))
-        {
+        let second_look = match reason {
+            Some(EndReason::Timeout | EndReason::Stuck) => cfg.schedule.confirm_at_home,
+            Some(EndReason::Success) => cfg.schedule.verify_at_home,
+            _ => false,
+        };
+        if homed && second_look {
             // A second look with the arm out of the way.
             let success = classify(&mut plant, classifiers, dir)?;
             truth = plant.truth(dir).success;
             if let Some(s) = success {
                 log.classifier[task as usize].add(s, truth);
                 window[task as usize].add(s, truth);
-                if s {
+                if s && reason != Some(EndReason::Success) {
                     reason = Some(EndReason::SuccessAtHome);
                     schedule.confirm_success();
+                } else if !s && reason == Some(EndReason::Success) {
+                    reason = Some(EndReason::Unconfirmed);
+                    schedule.reject_success();
                 }
             }
         }

@@ -173,9 +173,14 @@ pub struct SimPlant {
     /// Safety ticks at which the filter overrode the command, over the plant's life.
     pub override_ticks: u64,
     pub qp_failures: u64,
-    /// Where a reset puts the tool (base frame).
+    /// Where a reset puts the tool (base frame), and the arm's posture there.
     home: Vector3<f64>,
+    home_q: Vec<f64>,
 }
+
+/// Joint-space homing: proportional gain (1/s) and speed cap (rad/s) of the posture move.
+const HOME_GAIN: f64 = 2.0;
+const HOME_JOINT_RAD_S: f64 = 1.0;
 
 impl SimPlant {
     /// The scene for the forward task, randomised by `seed`.
@@ -218,9 +223,11 @@ impl SimPlant {
             override_ticks: 0,
             qp_failures: 0,
             home: Vector3::zeros(),
+            home_q: Vec::new(),
         };
         p.reset_for(seed, Direction::Forward);
         p.home = p.tcp().translation.vector;
+        p.home_q = p.sim.q().to_vec();
         Ok(p)
     }
 
@@ -293,14 +300,22 @@ impl SimPlant {
     /// action mapping goes through the differential IK and the CBF-QP filter, and the physics
     /// runs until the next tick.
     pub fn apply(&mut self, a: &[f32]) -> ApplyInfo {
+        let _ = self.sim.set_gripper(self.cfg.action.gripper);
+        self.control_period(|p| {
+            let twist: Vector6<f64> = p.cfg.action.twist(a, &p.tcp());
+            p.ik.solve(p.filter.chain(), &p.q, &twist, &mut p.u_ref);
+        })
+    }
+
+    /// One control period: at each safety tick `reference` writes the joint-velocity reference
+    /// into `self.u_ref` (with `self.q` holding the measured joints), the CBF-QP filters it and
+    /// the physics runs until the next tick.
+    fn control_period(&mut self, mut reference: impl FnMut(&mut Self)) -> ApplyInfo {
         let mut info = ApplyInfo::default();
         let mut modified = 0;
-        let _ = self.sim.set_gripper(self.cfg.action.gripper);
         for _ in 0..self.per_control {
-            let twist: Vector6<f64> = self.cfg.action.twist(a, &self.tcp());
             self.q.copy_from_slice(self.sim.q());
-            self.ik
-                .solve(self.filter.chain(), &self.q, &twist, &mut self.u_ref);
+            reference(self);
             match self
                 .filter
                 .filter(&self.q, &self.u_prev, &self.u_ref, &mut self.u)
@@ -340,18 +355,22 @@ impl SimPlant {
         info
     }
 
-    /// Moves the tool back to where a reset puts it (straight up to `clear_z` first, then
-    /// across and down), through the same safety filter, for at most `max_s` simulated seconds.
-    /// Between reset-free episodes only the arm goes home, never the object: no human needed.
-    /// Returns whether the tool got within 2 cm of home.
-    pub fn go_home(&mut self, clear_z: f64, max_s: f64) -> bool {
+    /// Sends the arm home between reset-free episodes: the tool goes straight up to `clear_z`,
+    /// across and down to where a reset puts it; with `posture` the joints then go back to the
+    /// reset posture, as a robot's joint-space "home" move does (undoing the wrist's turn and
+    /// the redundant arm's drift an episode leaves behind). All through the same safety
+    /// filter, for at most `max_s` simulated seconds. Only the arm moves, never the object: no
+    /// human needed. Returns whether the tool got within 2 cm of home (and with `posture`,
+    /// every joint within 0.02 rad of the reset posture).
+    pub fn go_home(&mut self, clear_z: f64, max_s: f64, posture: bool) -> bool {
         let home = self.home;
         let steps = (max_s * self.cfg.control_hz).ceil() as usize;
         let vmax = self.cfg.action.max_linear_m_s;
-        for _ in 0..steps {
+        let mut used = 0;
+        while used < steps {
             let p = self.tcp().translation.vector;
             if (p - home).norm() < 0.02 {
-                return true;
+                break;
             }
             let up = clear_z.min(home.z);
             let target = if p.z < up - 0.01 && (p.xy() - home.xy()).norm() > 0.02 {
@@ -365,8 +384,31 @@ impl SimPlant {
             }
             let a = self.cfg.action.action_of(&v, 0.0);
             self.apply(&a);
+            used += 1;
         }
-        (self.tcp().translation.vector - home).norm() < 0.02
+        while posture && used < steps && !self.at_home_posture() {
+            let _ = self.sim.set_gripper(self.cfg.action.gripper);
+            self.control_period(|p| {
+                for ((u, q), h) in p.u_ref.iter_mut().zip(&p.q).zip(&p.home_q) {
+                    *u = (HOME_GAIN * (h - q)).clamp(-HOME_JOINT_RAD_S, HOME_JOINT_RAD_S);
+                }
+            });
+            used += 1;
+        }
+        // Come to rest at the posture before the next episode.
+        while posture && used < steps && self.sim.qd().iter().any(|v| v.abs() > 0.01) {
+            self.control_period(|p| p.u_ref.iter_mut().for_each(|u| *u = 0.0));
+            used += 1;
+        }
+        (self.tcp().translation.vector - home).norm() < 0.02 && (!posture || self.at_home_posture())
+    }
+
+    fn at_home_posture(&self) -> bool {
+        self.sim
+            .q()
+            .iter()
+            .zip(&self.home_q)
+            .all(|(q, h)| (q - h).abs() < 0.02)
     }
 
     /// Renders the scene camera; rgb8, `camera_width × camera_height`.
@@ -381,26 +423,63 @@ impl SimPlant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autonomy::obs::yaw_of;
 
     #[test]
-    fn go_home_brings_the_tool_back_and_leaves_the_object() {
-        let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
-        let home = p.tcp().translation.vector;
-        let cube = p.object().translation.vector;
-        // Down and to the side, away from the cube.
-        for _ in 0..25 {
-            p.apply(&[0.6, 0.8, -1.0, 0.0]);
-        }
-        let away = p.tcp().translation.vector;
-        assert!((away - home).norm() > 0.15, "moved {away:?} from {home:?}");
-        let t0 = p.time_s();
-        assert!(p.go_home(0.15, 6.0), "home not reached: {:?}", p.tcp());
+    fn go_home_brings_the_tool_and_the_posture_back_and_leaves_the_object() {
+        // Down and to the side, away from the cube, turning the wrist.
+        let away = || {
+            let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
+            let start = (
+                p.tcp().translation.vector,
+                p.sim.q().to_vec(),
+                yaw_of(&p.tcp().rotation),
+                p.object().translation.vector,
+            );
+            for _ in 0..25 {
+                p.apply(&[0.6, 0.8, -1.0, 1.0]);
+            }
+            (p, start)
+        };
+        let (mut p, (home, q0, yaw0, cube)) = away();
+        let moved = p.tcp().translation.vector;
+        assert!(
+            (moved - home).norm() > 0.15,
+            "moved {moved:?} from {home:?}"
+        );
+        let turned = yaw_of(&p.tcp().rotation);
+        assert!(
+            (turned - yaw0).abs() > 0.5,
+            "wrist turned {yaw0} -> {turned}"
+        );
+        // Position only: the tool is home, the wrist still turned.
+        assert!(
+            p.go_home(0.15, 8.0, false),
+            "home not reached: {:?}",
+            p.tcp()
+        );
         assert!((p.tcp().translation.vector - home).norm() < 0.02);
+        let yaw = yaw_of(&p.tcp().rotation);
+        assert!((yaw - yaw0).abs() > 0.3, "wrist yaw {yaw}, reset {yaw0}");
+        // With the posture: the joints as a reset leaves them.
+        let (mut p, _) = away();
+        let t0 = p.time_s();
+        assert!(
+            p.go_home(0.15, 8.0, true),
+            "home not reached: {:?}",
+            p.tcp()
+        );
+        assert!((p.tcp().translation.vector - home).norm() < 0.02);
+        let yaw = yaw_of(&p.tcp().rotation);
+        assert!((yaw - yaw0).abs() < 0.05, "wrist yaw {yaw}, reset {yaw0}");
+        for (i, (q, h)) in p.sim.q().iter().zip(&q0).enumerate() {
+            assert!((q - h).abs() < 0.02, "joint {i} at {q}, posture {h}");
+        }
         assert!(p.time_s() > t0, "the move takes simulated time");
         assert!((p.object().translation.vector - cube).norm() < 1e-3);
         // Already home: nothing to do.
         let t1 = p.time_s();
-        assert!(p.go_home(0.15, 6.0));
+        assert!(p.go_home(0.15, 6.0, true));
         assert_eq!(p.time_s(), t1);
     }
 }

@@ -22,11 +22,15 @@ pub struct ScheduleConfig {
     pub stuck_distance_m: f64,
     /// The object below this height (base frame) is off the table.
     pub off_table_z: f64,
-    /// Between episodes the arm goes back to its home pose (the object stays where it is):
-    /// every episode starts as an evaluation does, and a policy that stalled somewhere gets a
-    /// fresh approach. Seconds allowed for the move (0: the arm stays where it is). The
-    /// pipeline's sim loop does it (its default is 4 s); the node graph does not yet.
+    /// Between episodes the arm goes back to its home pose (the object stays where it is): a
+    /// policy that stalled somewhere gets a fresh approach, and the classifier can take a look
+    /// with the arm out of the way. Seconds allowed for the move (0: the arm stays where it
+    /// is). The pipeline's sim loop does it (its default is 4 s); the node graph does not yet.
     pub home_s: f64,
+    /// Homing also brings the joints back to the reset posture, undoing the wrist turn and the
+    /// redundant arm's drift an episode leaves behind (every episode then starts as an
+    /// evaluation does); otherwise only the tool's position goes home. Needs `home_s` > 0.
+    pub home_posture: bool,
     /// A backward (reset) episode that did not succeed is run again, up to this many times in
     /// a row, before the forward task gets the scene: forward practice from a scene that was
     /// not reset teaches little and pushes the object further astray.
@@ -42,6 +46,11 @@ pub struct ScheduleConfig {
     /// policy stops next to the object it just pushed into the goal, in the classifier's
     /// blind spot.
     pub confirm_at_home: bool,
+    /// A success the classifier reported during the episode holds only if the second look
+    /// with the arm home agrees (needs `home_s` > 0); otherwise the episode ends as
+    /// `unconfirmed`, a failure (no reward, and a reset is retried as a failed one is). The
+    /// arm next to the object is where the classifier errs.
+    pub verify_at_home: bool,
 }
 
 /// An axis-aligned area on the table, base frame, metres.
@@ -85,6 +94,8 @@ impl Default for ScheduleConfig {
             home_s: 0.0,
             reset_retries: 2,
             confirm_at_home: false,
+            verify_at_home: false,
+            home_posture: false,
             reach: None,
         }
     }
@@ -112,11 +123,17 @@ impl ScheduleConfig {
         if !(self.home_s.is_finite() && self.home_s >= 0.0) {
             return Err(("home_s".into(), format!("{} must be ≥ 0", self.home_s)));
         }
-        if self.confirm_at_home && self.home_s <= 0.0 {
-            return Err((
-                "confirm_at_home".into(),
-                "needs the arm to go home between episodes (home_s > 0)".into(),
-            ));
+        for (k, on) in [
+            ("confirm_at_home", self.confirm_at_home),
+            ("verify_at_home", self.verify_at_home),
+            ("home_posture", self.home_posture),
+        ] {
+            if on && self.home_s <= 0.0 {
+                return Err((
+                    k.into(),
+                    "needs the arm to go home between episodes (home_s > 0)".into(),
+                ));
+            }
         }
         if !self.off_table_z.is_finite() {
             return Err(("off_table_z".into(), "must be finite".into()));
@@ -151,6 +168,9 @@ pub enum EndReason {
     /// Timed out or stuck, but the classifier reported success once the arm was home
     /// (`confirm_at_home`): a true terminal state, like `Success`.
     SuccessAtHome,
+    /// The classifier reported success during the episode but not on the second look with the
+    /// arm home (`verify_at_home`): a failure.
+    Unconfirmed,
 }
 
 impl EndReason {
@@ -161,6 +181,7 @@ impl EndReason {
             EndReason::Stuck => "stuck",
             EndReason::HumanReset => "human_reset",
             EndReason::SuccessAtHome => "success_at_home",
+            EndReason::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -198,6 +219,8 @@ pub struct Schedule {
     retries: u32,
     /// Whether the last episode's end switched the task (false: a reset retry).
     last_end_switched: bool,
+    /// Failed resets in a row before the last episode's end.
+    retries_before_end: u32,
 }
 
 impl Schedule {
@@ -213,6 +236,7 @@ impl Schedule {
             human_resets: 0,
             retries: 0,
             last_end_switched: false,
+            retries_before_end: 0,
         }
     }
 
@@ -282,6 +306,7 @@ impl Schedule {
     }
 
     fn end(&mut self, now_s: f64, reason: EndReason) -> Decision {
+        self.retries_before_end = self.retries;
         if self.dir == Direction::Backward
             && reason != EndReason::Success
             && self.retries < self.cfg.reset_retries
@@ -308,6 +333,22 @@ impl Schedule {
             self.retries = 0;
             self.dir = self.dir.reverse();
             self.last_end_switched = true;
+        }
+        self.dir
+    }
+
+    /// The episode that just ended as a success was not confirmed with the arm home
+    /// (`verify_at_home`): the schedule goes on as after a failure (a reset is run again if
+    /// retries are left). Returns the task that runs next.
+    pub fn reject_success(&mut self) -> Direction {
+        let ended = self.dir.reverse();
+        if self.last_end_switched
+            && ended == Direction::Backward
+            && self.retries_before_end < self.cfg.reset_retries
+        {
+            self.retries = self.retries_before_end + 1;
+            self.dir = ended;
+            self.last_end_switched = false;
         }
         self.dir
     }
@@ -496,6 +537,69 @@ mod tests {
         // Without the arm going home there is nothing to look at.
         let bad = ScheduleConfig { home_s: 0.0, ..cfg };
         assert_eq!(bad.validate().unwrap_err().0, "confirm_at_home");
+    }
+
+    #[test]
+    fn a_success_not_verified_at_home_goes_on_as_a_failure() {
+        let cfg = ScheduleConfig {
+            consecutive: 1,
+            timeout_s: 1.0,
+            stuck_s: 0.0,
+            reset_retries: 1,
+            home_s: 4.0,
+            verify_at_home: true,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut s = Schedule::new(cfg.clone(), Direction::Backward, 0.0);
+        let mut t = 0.0;
+        let mut tick = |s: &mut Schedule, success: bool| {
+            t += 0.1;
+            s.tick(t, Some(success), &v(0.0), &v(0.0))
+        };
+        let success = |next| Decision::End {
+            reason: EndReason::Success,
+            next,
+        };
+        // A reset's success not verified: the reset runs again (one retry left) ...
+        assert_eq!(tick(&mut s, true), success(Direction::Forward));
+        assert_eq!(s.reject_success(), Direction::Backward);
+        assert_eq!(s.direction(), Direction::Backward);
+        // ... and once the retries are spent, forward gets the scene.
+        assert_eq!(tick(&mut s, true), success(Direction::Forward));
+        assert_eq!(s.reject_success(), Direction::Forward);
+        // A forward success not verified hands over as a forward timeout would.
+        assert_eq!(tick(&mut s, true), success(Direction::Backward));
+        assert_eq!(s.reject_success(), Direction::Backward);
+        // A verified reset starts the retry count again.
+        assert_eq!(tick(&mut s, true), success(Direction::Forward));
+        assert_eq!(s.reject_success(), Direction::Backward);
+        assert_eq!(tick(&mut s, true), success(Direction::Forward));
+        assert_eq!(tick(&mut s, true), success(Direction::Backward));
+        assert_eq!(tick(&mut s, true), success(Direction::Forward));
+        assert_eq!(s.reject_success(), Direction::Backward);
+        assert!(!EndReason::Unconfirmed.is_success());
+        assert_eq!(EndReason::Unconfirmed.name(), "unconfirmed");
+        for (k, bad) in [
+            (
+                "verify_at_home",
+                ScheduleConfig {
+                    home_s: 0.0,
+                    ..cfg.clone()
+                },
+            ),
+            (
+                "home_posture",
+                ScheduleConfig {
+                    home_s: 0.0,
+                    verify_at_home: false,
+                    home_posture: true,
+                    ..cfg
+                },
+            ),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().0, k);
+        }
     }
 
     #[test]
