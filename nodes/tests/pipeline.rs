@@ -40,6 +40,12 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.schedule.timeout_s=6.0",
     "--set",
+    "finetune.schedule.home_s=8.0",
+    "--set",
+    "finetune.schedule.confirm_at_home=true",
+    "--set",
+    "finetune.schedule.verify_at_home=true",
+    "--set",
     "finetune.eval_every=200",
     "--set",
     "finetune.eval_episodes=1",
@@ -125,7 +131,10 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
     for w in episodes.windows(2) {
         if w[0]["direction"] == w[1]["direction"] {
             assert_eq!(w[0]["direction"], "backward", "{episodes:?}");
-            assert_ne!(w[0]["reason"], "success", "{episodes:?}");
+            assert!(
+                !["success", "success_at_home"].contains(&w[0]["reason"].as_str().unwrap()),
+                "{episodes:?}"
+            );
             same += 1;
             assert!(same <= 2, "{episodes:?}");
         } else {
@@ -133,19 +142,28 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         }
     }
     // Self-imitation: exactly the classifier's successful episodes went to the demo buffer.
-    let successes = episodes.iter().filter(|e| e["reason"] == "success").count();
+    let successes = episodes
+        .iter()
+        .filter(|e| e["reason"] == "success" || e["reason"] == "success_at_home")
+        .count();
     assert_eq!(log["promoted_episodes"], successes as u64, "{episodes:?}");
     let reasons: Vec<&str> = episodes
         .iter()
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
     assert!(
-        reasons
-            .iter()
-            .all(|r| ["success", "timeout", "stuck"].contains(r)),
+        reasons.iter().all(|r| [
+            "success",
+            "success_at_home",
+            "unconfirmed",
+            "timeout",
+            "stuck"
+        ]
+        .contains(r)),
         "{reasons:?}"
     );
-    // Every classified frame was compared with ground truth.
+    // Every classified frame was compared with ground truth: one per step, and a second look
+    // with the arm home after each episode that ran out of time or got stuck.
     let counted: u64 = log["classifier"]
         .as_array()
         .unwrap()
@@ -157,7 +175,12 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
                 .sum::<u64>()
         })
         .sum();
-    assert_eq!(counted, 400);
+    let second_looks = reasons
+        .iter()
+        .filter(|r| ["success_at_home", "timeout", "stuck"].contains(r))
+        .count() as u64;
+    assert!(second_looks > 0, "{reasons:?}");
+    assert_eq!(counted, 400 + second_looks);
     let csv = std::fs::read_to_string(run.join("finetune/metrics.csv")).unwrap();
     assert!(csv.lines().count() >= 9, "{csv}");
     let episodes_csv = std::fs::read_to_string(run.join("finetune/episodes.csv")).unwrap();
@@ -280,6 +303,11 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "finetune.schedule.consecutive",
         ),
         ("plant.control_hz=-1", "plant.control_hz"),
+        ("reward.home_s=-1.0", "reward.home_s"),
+        (
+            "finetune.schedule.verify_at_home=true",
+            "finetune.schedule.verify_at_home",
+        ),
     ] {
         let (ok, text) = rft(&["pipeline", "--out", out.to_str().unwrap(), "--set", set]);
         assert!(!ok, "{set} was accepted");

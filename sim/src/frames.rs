@@ -53,7 +53,16 @@ pub struct DemoFramesConfig {
     /// goal region's centre instead of the centre itself, so the classifier also sees the
     /// cube resting near the region's edges, where a learning policy leaves it.
     pub goal_jitter_m: f64,
+    /// After the hold, the tool goes home (straight up to 15 cm, across, down to where the
+    /// episode's reset put it) and the scene is recorded this long once it is there (0: no
+    /// homing): the reset-free loop takes a second look with the arm home, and without these
+    /// frames the classifier has only seen the arm home at the start of a demo, where the
+    /// answer is always "no".
+    pub home_s: f64,
 }
+
+/// Height the tool rises to before it crosses the table on its way home.
+const HOME_CLEAR_Z: f64 = 0.15;
 
 impl DemoFramesConfig {
     pub fn new(task: TaskKind, dir: Direction, episodes: usize, seed: u64) -> Self {
@@ -70,6 +79,7 @@ impl DemoFramesConfig {
             failure_fraction: 1.0 / 3.0,
             wander: false,
             goal_jitter_m: 0.0,
+            home_s: 0.0,
         }
     }
 
@@ -134,6 +144,12 @@ pub fn demo_frames(
     cfg: &DemoFramesConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<DemoFrames> {
+    if !(cfg.home_s.is_finite() && cfg.home_s >= 0.0) {
+        return Err(Error::Config {
+            key: "home_s".into(),
+            reason: format!("{} must be ≥ 0", cfg.home_s),
+        });
+    }
     if !(cfg.frame_hz > 0.0 && cfg.frame_hz <= 100.0) {
         return Err(Error::Config {
             key: "frame_hz".into(),
@@ -163,6 +179,9 @@ pub fn demo_frames(
         let seed = cfg.seed + i as u64;
         let kind = cfg.kind(i);
         sim.reset_for(seed, cfg.dir);
+        let home = sim.tcp_pose().translation.vector;
+        // When the tool started for home, and when it got there.
+        let (mut homing, mut at_home): (Option<f64>, Option<f64>) = (None, None);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f4a3);
         let (from, to) = cfg.task.regions(cfg.dir);
         let mut expert: Box<dyn Expert> = match kind {
@@ -203,7 +222,18 @@ pub fn demo_frames(
             let t = sim.time_s() - t0;
             if let Some(f) = finished_at {
                 if t - f >= cfg.hold_s {
-                    break;
+                    if cfg.home_s <= 0.0 {
+                        break;
+                    }
+                    let since = *homing.get_or_insert(t);
+                    let p = sim.tcp_pose().translation.vector;
+                    if at_home.is_none() && (p - home).norm() < 0.02 {
+                        at_home = Some(t);
+                    }
+                    // Give up on a tool that cannot get home (never seen; a bound, not a wait).
+                    if at_home.is_some_and(|a| t - a >= cfg.home_s) || t - since > 10.0 {
+                        break;
+                    }
                 }
             } else if t >= cfg.max_s {
                 break;
@@ -229,7 +259,20 @@ pub fn demo_frames(
                 action = expert.act(&ExpertObs::from_sim(&sim));
             }
             k += 1;
-            let twist = if let (true, Some(_)) = (cfg.wander, finished_at) {
+            let twist = if homing.is_some() {
+                let p = sim.tcp_pose().translation.vector;
+                let up = HOME_CLEAR_Z.min(home.z);
+                let target = if p.z < up - 0.01 && (p.xy() - home.xy()).norm() > 0.02 {
+                    Vector3::new(p.x, p.y, up + 0.02)
+                } else {
+                    home
+                };
+                let mut v = (target - p) * 4.0;
+                if v.norm() > 0.2 {
+                    v *= 0.2 / v.norm();
+                }
+                nalgebra::Vector6::new(v.x, v.y, v.z, 0.0, 0.0, 0.0)
+            } else if let (true, Some(_)) = (cfg.wander, finished_at) {
                 // A new random target every second; go there at up to 0.15 m/s.
                 if k.is_multiple_of(CONTROL_HZ as u64) || wander_to.is_none() {
                     wander_to = Some(Vector3::new(

@@ -556,3 +556,59 @@ fn demo_frames_with_goal_jitter_spread_the_cube_over_the_goal() {
     // Most jittered demos still succeed; the labels are ground truth either way.
     assert!(spread.iter().filter(|s| s.1).count() >= 4, "{spread:?}");
 }
+
+/// Classifier frames with `home_s`: after the hold the tool goes back to where the reset put
+/// it, without moving the cube, and the scene is recorded there, labelled by ground truth (a
+/// success stays one, a near miss stays a miss).
+#[test]
+fn demo_frames_with_home_s_end_with_the_arm_home_and_the_cube_in_place() {
+    let mut cfg = DemoFramesConfig::new(TaskKind::Push, Direction::Backward, 3, 70);
+    cfg.failure_fraction = 1.0 / 3.0;
+    cfg.width = 16;
+    cfg.height = 16;
+    cfg.hold_s = 1.0;
+    cfg.wander = true;
+    cfg.home_s = 1.0;
+    let d = demo_frames(&cfg, |_, _| {}).unwrap();
+    let at =
+        |v: [f32; 3]| nalgebra::Vector3::new(f64::from(v[0]), f64::from(v[1]), f64::from(v[2]));
+    let mut successes = 0;
+    for e in 0..3u32 {
+        let idx: Vec<usize> = (0..d.len()).filter(|&i| d.episode[i] == e).collect();
+        let (first, last) = (idx[0], *idx.last().unwrap());
+        let home = at(d.tcp[first]);
+        // The last second (5 frames at 5 Hz) with the tool home and the cube still.
+        let tail = &idx[idx.len() - 5..];
+        for &i in tail {
+            let p = at(d.tcp[i]);
+            assert!(
+                (p - home).norm() < 0.03,
+                "episode {e}: tool at {p:?}, home {home:?}"
+            );
+            let c = at(d.cube[i]);
+            assert!(
+                (c - at(d.cube[last])).norm() < 1e-3,
+                "episode {e}: cube moved"
+            );
+            assert_eq!(d.success[i], d.success[last], "episode {e}");
+        }
+        // Before homing, the tool was away from home (it pushed the cube).
+        assert!(
+            idx.iter().any(|&i| (at(d.tcp[i]) - home).norm() > 0.1),
+            "episode {e}"
+        );
+        successes += usize::from(d.success[last]);
+        assert_eq!(
+            d.success[last],
+            d.kinds[e as usize] == DemoKind::Success,
+            "episode {e}"
+        );
+    }
+    assert!(successes >= 1, "{:?}", d.kinds);
+    let bad = DemoFramesConfig {
+        home_s: -1.0,
+        ..cfg
+    };
+    let err = demo_frames(&bad, |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("home_s"), "{err}");
+}

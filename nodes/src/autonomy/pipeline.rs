@@ -39,6 +39,10 @@ pub struct RewardStageConfig {
     /// from the goal's centre, so the classifier sees it near the region's edges too.
     pub goal_jitter_m: f64,
     pub hold_s: f64,
+    /// After the hold the arm goes home and the scene is recorded this long there (see
+    /// `DemoFramesConfig::home_s`; 0: off): frames for the loop's second look with the arm
+    /// home (`finetune.schedule.confirm_at_home`, `verify_at_home`).
+    pub home_s: f64,
     /// The part of the scene camera's frame the classifiers see, `[x, y, width, height]`
     /// pixels (None: the whole frame, downsized to the network's 64×64).
     pub crop: Option<[u32; 4]>,
@@ -57,6 +61,7 @@ impl Default for RewardStageConfig {
             wander: true,
             goal_jitter_m: 0.0,
             hold_s: 5.0,
+            home_s: 0.0,
             crop: None,
             forward: None,
             backward: None,
@@ -220,6 +225,12 @@ impl PipelineConfig {
                     "{} is outside [0, 0.05] (the goal region's half size)",
                     self.reward.goal_jitter_m
                 ),
+            );
+        }
+        if !(self.reward.home_s.is_finite() && self.reward.home_s >= 0.0) {
+            return e(
+                "reward.home_s",
+                format!("{} must be ≥ 0", self.reward.home_s),
             );
         }
         if let Some([x, y, w, h]) = self.reward.crop
@@ -566,6 +577,7 @@ fn train_classifier(
     fc.wander = r.wander;
     fc.goal_jitter_m = r.goal_jitter_m;
     fc.hold_s = r.hold_s;
+    fc.home_s = r.home_s;
     say(format!("{task}: frames from {} scripted demos", r.episodes));
     let d = demo_frames(&fc, |_, _| {})?;
     let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
