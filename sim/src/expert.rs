@@ -600,3 +600,26 @@ pub fn run_episode(
         off_table: sim.object_off_table(),
     }
 }
+
+/// The tool's linear velocity on its way home between episodes, in the base frame: straight up
+/// to `clear_z` (or home's height, if lower) while it is away from home's xy, then across and
+/// down to `home`; proportional, capped at `max_speed` (m/s). Scripted, never learned: the
+/// reset-free loop and the classifier's frames move the arm home the same way.
+pub fn homing_velocity(
+    tcp: &Vector3<f64>,
+    home: &Vector3<f64>,
+    clear_z: f64,
+    max_speed: f64,
+) -> Vector3<f64> {
+    let up = clear_z.min(home.z);
+    let target = if tcp.z < up - 0.01 && (tcp.xy() - home.xy()).norm() > 0.02 {
+        Vector3::new(tcp.x, tcp.y, up + 0.02)
+    } else {
+        *home
+    };
+    let mut v = (target - tcp) * 4.0;
+    if v.norm() > max_speed {
+        v *= max_speed / v.norm();
+    }
+    v
+}

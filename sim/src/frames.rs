@@ -11,7 +11,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::expert::{Expert, ExpertObs, PhasedPushExpert, TwistController, expert_for};
+use crate::expert::{
+    Expert, ExpertObs, PhasedPushExpert, TwistController, expert_for, homing_velocity,
+};
 use crate::render::{Camera, Frame, Renderer};
 use crate::task::{Direction, TaskKind};
 use crate::world::{Sim, SimConfig};
@@ -261,16 +263,7 @@ pub fn demo_frames(
             k += 1;
             let twist = if homing.is_some() {
                 let p = sim.tcp_pose().translation.vector;
-                let up = HOME_CLEAR_Z.min(home.z);
-                let target = if p.z < up - 0.01 && (p.xy() - home.xy()).norm() > 0.02 {
-                    Vector3::new(p.x, p.y, up + 0.02)
-                } else {
-                    home
-                };
-                let mut v = (target - p) * 4.0;
-                if v.norm() > 0.2 {
-                    v *= 0.2 / v.norm();
-                }
+                let v = homing_velocity(&p, &home, HOME_CLEAR_Z, 0.2);
                 nalgebra::Vector6::new(v.x, v.y, v.z, 0.0, 0.0, 0.0)
             } else if let (true, Some(_)) = (cfg.wander, finished_at) {
                 // A new random target every second; go there at up to 0.15 m/s.

@@ -372,16 +372,7 @@ impl SimPlant {
             if (p - home).norm() < 0.02 {
                 break;
             }
-            let up = clear_z.min(home.z);
-            let target = if p.z < up - 0.01 && (p.xy() - home.xy()).norm() > 0.02 {
-                Vector3::new(p.x, p.y, up + 0.02)
-            } else {
-                home
-            };
-            let mut v = (target - p) * 4.0;
-            if v.norm() > vmax {
-                v *= vmax / v.norm();
-            }
+            let v = rft_sim::expert::homing_velocity(&p, &home, clear_z, vmax);
             let a = self.cfg.action.action_of(&v, 0.0);
             self.apply(&a);
             used += 1;
