@@ -601,6 +601,9 @@ pub fn run_episode(
     }
 }
 
+/// Height the tool rises to before it crosses the table on its way home (base frame, metres).
+pub const HOME_CLEAR_Z: f64 = 0.15;
+
 /// The tool's linear velocity on its way home between episodes, in the base frame: straight up
 /// to `clear_z` (or home's height, if lower) while it is away from home's xy, then across and
 /// down to `home`; proportional, capped at `max_speed` (m/s). Scripted, never learned: the

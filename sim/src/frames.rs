@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::expert::{
-    Expert, ExpertObs, PhasedPushExpert, TwistController, expert_for, homing_velocity,
+    Expert, ExpertObs, HOME_CLEAR_Z, PhasedPushExpert, TwistController, expert_for, homing_velocity,
 };
 use crate::render::{Camera, Frame, Renderer};
 use crate::task::{Direction, TaskKind};
@@ -62,9 +62,6 @@ pub struct DemoFramesConfig {
     /// answer is always "no".
     pub home_s: f64,
 }
-
-/// Height the tool rises to before it crosses the table on its way home.
-const HOME_CLEAR_Z: f64 = 0.15;
 
 impl DemoFramesConfig {
     pub fn new(task: TaskKind, dir: Direction, episodes: usize, seed: u64) -> Self {

@@ -270,12 +270,6 @@ fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |x| format!("{x:.4}"))
 }
 
-/// Sets `agent` up for online updates: `utd` critic updates per round, the CQL regulariser
-/// kept or dropped (plain SAC), the BC weight, and the entropy temperature to start from.
-/// Errors name the setting (`utd`, `init_alpha`).
-/// Height the tool rises to before it crosses the table on its way home.
-pub const HOME_CLEAR_Z: f64 = 0.15;
-
 pub fn prepare_online(
     agent: &mut Agent,
     utd: usize,
@@ -438,7 +432,11 @@ pub fn finetune(
         let mut truth = truth;
         let homed = ended && cfg.schedule.home_s > 0.0;
         if homed {
-            plant.go_home(HOME_CLEAR_Z, cfg.schedule.home_s, cfg.schedule.home_posture);
+            plant.go_home(
+                rft_sim::expert::HOME_CLEAR_Z,
+                cfg.schedule.home_s,
+                cfg.schedule.home_posture,
+            );
         }
         let second_look = match reason {
             Some(EndReason::Timeout | EndReason::Stuck) => cfg.schedule.confirm_at_home,

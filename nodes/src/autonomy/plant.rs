@@ -300,19 +300,20 @@ impl SimPlant {
     /// action mapping goes through the differential IK and the CBF-QP filter, and the physics
     /// runs until the next tick.
     pub fn apply(&mut self, a: &[f32]) -> ApplyInfo {
-        let _ = self.sim.set_gripper(self.cfg.action.gripper);
         self.control_period(|p| {
             let twist: Vector6<f64> = p.cfg.action.twist(a, &p.tcp());
             p.ik.solve(p.filter.chain(), &p.q, &twist, &mut p.u_ref);
         })
     }
 
-    /// One control period: at each safety tick `reference` writes the joint-velocity reference
-    /// into `self.u_ref` (with `self.q` holding the measured joints), the CBF-QP filters it and
-    /// the physics runs until the next tick.
+    /// One control period with the gripper held at its configured command: at each safety
+    /// tick `reference` writes the joint-velocity reference into `self.u_ref` (with `self.q`
+    /// holding the measured joints), the CBF-QP filters it and the physics runs until the next
+    /// tick.
     fn control_period(&mut self, mut reference: impl FnMut(&mut Self)) -> ApplyInfo {
         let mut info = ApplyInfo::default();
         let mut modified = 0;
+        let _ = self.sim.set_gripper(self.cfg.action.gripper);
         for _ in 0..self.per_control {
             self.q.copy_from_slice(self.sim.q());
             reference(self);
@@ -378,7 +379,6 @@ impl SimPlant {
             used += 1;
         }
         while posture && used < steps && !self.at_home_posture() {
-            let _ = self.sim.set_gripper(self.cfg.action.gripper);
             self.control_period(|p| {
                 for ((u, q), h) in p.u_ref.iter_mut().zip(&p.q).zip(&p.home_q) {
                     *u = (HOME_GAIN * (h - q)).clamp(-HOME_JOINT_RAD_S, HOME_JOINT_RAD_S);
