@@ -40,6 +40,11 @@ pub struct ScheduleConfig {
     /// it pauses the loop for a human reset, counted like one off the table. None: only the
     /// table's edge counts.
     pub reach: Option<AreaXy>,
+    /// An episode that brings the object within this distance (metres) of `reach`'s edge, and
+    /// closer to it than the object was when the episode began, ends there (`near_edge`, a
+    /// failure): the next episode is a reset from a scene the robot can still recover,
+    /// instead of a human reset after the object crossed the edge. 0 disables; needs `reach`.
+    pub edge_guard_m: f64,
     /// An episode that timed out or got stuck gets a second look once the arm is home (needs
     /// `home_s` > 0): the classifier sees the scene without the arm touching or hiding the
     /// object, and a success there ends the episode as one (`success_at_home`). A pushing
@@ -65,7 +70,20 @@ impl AreaXy {
     pub fn contains(&self, p: &Vector3<f64>) -> bool {
         (self.min[0]..=self.max[0]).contains(&p.x) && (self.min[1]..=self.max[1]).contains(&p.y)
     }
+
+    /// Distance from `p` (xy) to the nearest edge: positive inside, negative outside.
+    pub fn edge_distance(&self, p: &Vector3<f64>) -> f64 {
+        (p.x - self.min[0])
+            .min(self.max[0] - p.x)
+            .min(p.y - self.min[1])
+            .min(self.max[1] - p.y)
+    }
 }
+
+/// How much closer to `reach`'s edge than at the episode's start the object must get before
+/// `edge_guard_m` ends the episode (so an episode that starts inside the guard band can still
+/// push the object away from the edge).
+const EDGE_APPROACH_M: f64 = 0.005;
 
 /// Why the loop paused for a human.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +115,7 @@ impl Default for ScheduleConfig {
             verify_at_home: false,
             home_posture: false,
             reach: None,
+            edge_guard_m: 0.0,
         }
     }
 }
@@ -115,6 +134,7 @@ impl ScheduleConfig {
         for (k, v) in [
             ("stuck_s", self.stuck_s),
             ("stuck_distance_m", self.stuck_distance_m),
+            ("edge_guard_m", self.edge_guard_m),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err((k.into(), format!("{v} must be ≥ 0")));
@@ -134,6 +154,12 @@ impl ScheduleConfig {
                     "needs the arm to go home between episodes (home_s > 0)".into(),
                 ));
             }
+        }
+        if self.edge_guard_m > 0.0 && self.reach.is_none() {
+            return Err((
+                "edge_guard_m".into(),
+                "needs the `reach` area whose edge it guards".into(),
+            ));
         }
         if !self.off_table_z.is_finite() {
             return Err(("off_table_z".into(), "must be finite".into()));
@@ -171,6 +197,9 @@ pub enum EndReason {
     /// The classifier reported success during the episode but not on the second look with the
     /// arm home (`verify_at_home`): a failure.
     Unconfirmed,
+    /// The episode brought the object close to `reach`'s edge (`edge_guard_m`): a failure,
+    /// stopped before the object needs a human.
+    NearEdge,
 }
 
 impl EndReason {
@@ -182,6 +211,7 @@ impl EndReason {
             EndReason::HumanReset => "human_reset",
             EndReason::SuccessAtHome => "success_at_home",
             EndReason::Unconfirmed => "unconfirmed",
+            EndReason::NearEdge => "near_edge",
         }
     }
 
@@ -214,6 +244,8 @@ pub struct Schedule {
     started_s: f64,
     run: u32,
     anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
+    /// The object's distance to `reach`'s edge when the episode began.
+    edge_at_start: Option<f64>,
     paused: Option<PauseCause>,
     human_resets: u64,
     retries: u32,
@@ -232,6 +264,7 @@ impl Schedule {
             started_s: now_s,
             run: 0,
             anchor: None,
+            edge_at_start: None,
             paused: None,
             human_resets: 0,
             retries: 0,
@@ -276,9 +309,16 @@ impl Schedule {
             self.paused = Some(PauseCause::OffTable);
             return Decision::Paused;
         }
-        if self.cfg.reach.is_some_and(|a| !a.contains(object)) {
-            self.paused = Some(PauseCause::OutOfReach);
-            return Decision::Paused;
+        if let Some(area) = &self.cfg.reach {
+            if !area.contains(object) {
+                self.paused = Some(PauseCause::OutOfReach);
+                return Decision::Paused;
+            }
+            let d = area.edge_distance(object);
+            let d0 = *self.edge_at_start.get_or_insert(d);
+            if d < self.cfg.edge_guard_m && d < d0 - EDGE_APPROACH_M {
+                return self.end(now_s, EndReason::NearEdge);
+            }
         }
         match success {
             Some(true) => self.run += 1,
@@ -359,6 +399,7 @@ impl Schedule {
         self.started_s = now_s;
         self.run = 0;
         self.anchor = None;
+        self.edge_at_start = None;
     }
 
     fn begin(&mut self, now_s: f64) {
@@ -366,6 +407,7 @@ impl Schedule {
         self.started_s = now_s;
         self.run = 0;
         self.anchor = None;
+        self.edge_at_start = None;
     }
 
     /// A human put the scene back for the forward task: the next episode starts now.
@@ -669,5 +711,83 @@ mod tests {
             ..cfg
         };
         assert_eq!(bad.validate().unwrap_err().0, "reach");
+    }
+
+    #[test]
+    fn an_episode_pushing_the_object_to_the_edge_ends_before_a_human_is_needed() {
+        let reach = AreaXy {
+            min: [0.3, -0.3],
+            max: [0.7, 0.3],
+        };
+        let cfg = ScheduleConfig {
+            reach: Some(reach),
+            edge_guard_m: 0.03,
+            reset_retries: 1,
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let at = |x: f64| Vector3::new(x, 0.0, 0.025);
+        let mut s = Schedule::new(cfg.clone(), Direction::Forward, 0.0);
+        // The forward policy pushes the object towards the base, 1 cm per tick.
+        let mut t = 0.0;
+        let mut x = 0.40;
+        let d = loop {
+            t += 0.1;
+            x -= 0.01;
+            let d = s.tick(t, Some(false), &at(x), &v(0.0));
+            if d != Decision::Continue {
+                break d;
+            }
+            assert!(x > 0.3, "never stopped");
+        };
+        assert_eq!(
+            d,
+            Decision::End {
+                reason: EndReason::NearEdge,
+                next: Direction::Backward
+            }
+        );
+        assert!((0.32..0.33).contains(&x), "stopped at x = {x}");
+        assert_eq!(s.human_resets(), 0);
+        // The reset episode starts inside the band: holding the object there or pushing it
+        // away is fine; pushing it further towards the edge ends it too (a failed reset, so it
+        // is retried).
+        for i in 0..20 {
+            t += 0.1;
+            let d = s.tick(
+                t,
+                Some(false),
+                &at(x + 0.002 * (i % 2) as f64),
+                &v(0.01 * i as f64),
+            );
+            assert_eq!(d, Decision::Continue, "tick {i}");
+        }
+        t += 0.1;
+        assert_eq!(
+            s.tick(t, Some(false), &at(x - 0.006), &v(0.0)),
+            Decision::End {
+                reason: EndReason::NearEdge,
+                next: Direction::Backward
+            }
+        );
+        // Off by default, and it guards only a `reach` area.
+        let mut off = Schedule::new(
+            ScheduleConfig {
+                reach: Some(reach),
+                ..Default::default()
+            },
+            Direction::Forward,
+            0.0,
+        );
+        assert_eq!(
+            off.tick(0.1, Some(false), &at(0.4), &v(0.0)),
+            Decision::Continue
+        );
+        assert_eq!(
+            off.tick(0.2, Some(false), &at(0.301), &v(0.0)),
+            Decision::Continue
+        );
+        let bad = ScheduleConfig { reach: None, ..cfg };
+        assert_eq!(bad.validate().unwrap_err().0, "edge_guard_m");
     }
 }
