@@ -58,6 +58,12 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.promote_successes=true",
     "--set",
+    "finetune.policy_ema=0.99",
+    "--set",
+    "finetune.schedule.reach={ min = [0.3, -0.4], max = [0.7, 0.4] }",
+    "--set",
+    "finetune.schedule.edge_guard_m=0.04",
+    "--set",
     "eval.episodes=2",
     "--set",
     "eval.max_s=3.0",
@@ -157,7 +163,8 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
             "success_at_home",
             "unconfirmed",
             "timeout",
-            "stuck"
+            "stuck",
+            "near_edge"
         ]
         .contains(r)),
         "{reasons:?}"
@@ -210,6 +217,22 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         p.spec.version > 1,
         "new versions were published during fine-tuning"
     );
+    // The policy that acted and was evaluated is the actor's moving average
+    // (`finetune.policy_ema`): the run's policy file and the checkpoint's agree, and neither
+    // is the actor the checkpoint resumes training from.
+    let cpu = candle_core::Device::Cpu;
+    let averaged = candle_core::safetensors::load(&policy, &cpu).unwrap();
+    let in_ckpt = candle_core::safetensors::load(ft.dir.join("policy.safetensors"), &cpu).unwrap();
+    let mut largest = 0.0f32;
+    for (name, actor) in ft.agent.policy_weights() {
+        let (a, c) = (&averaged[&name], &in_ckpt[&name]);
+        assert_eq!(a.dims(), actor.dims(), "{name}");
+        let same = (a - c).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        let d = (a - &actor).unwrap().abs().unwrap().max_all().unwrap();
+        largest = largest.max(d.to_scalar::<f32>().unwrap());
+    }
+    assert!(largest > 1e-6, "the saved policy is the actor itself");
     let (ok, text) = rft(&[
         "eval",
         "--checkpoint",
@@ -304,6 +327,11 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
         ),
         ("plant.control_hz=-1", "plant.control_hz"),
         ("reward.home_s=-1.0", "reward.home_s"),
+        ("finetune.policy_ema=1.0", "finetune.policy_ema"),
+        (
+            "finetune.schedule.edge_guard_m=0.04",
+            "finetune.schedule.edge_guard_m",
+        ),
         (
             "finetune.schedule.verify_at_home=true",
             "finetune.schedule.verify_at_home",

@@ -81,6 +81,32 @@ pub fn save(
     extra: serde_json::Value,
     keep: usize,
 ) -> Result<PathBuf> {
+    let policy = policy_bytes(agent, policy_version)?;
+    save_with_policy(
+        root,
+        agent,
+        policy,
+        replay,
+        env_steps,
+        policy_version,
+        extra,
+        keep,
+    )
+}
+
+/// [`save`], with `policy` (policy bytes) as the checkpoint's `policy.safetensors` instead of
+/// the agent's actor: the policy that acts when it is not the actor itself (a moving average).
+#[allow(clippy::too_many_arguments)]
+pub fn save_with_policy(
+    root: &Path,
+    agent: &Agent,
+    policy: Vec<u8>,
+    replay: Option<&ReplayBuffer>,
+    env_steps: u64,
+    policy_version: u64,
+    extra: serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let name = format!("step-{:010}", agent.steps);
     let dir = root.join(&name);
@@ -115,7 +141,7 @@ pub fn save(
             "optim.safetensors",
             to_bytes(&raw_from_named(&agent.optimizer_state()?)?, HashMap::new())?,
         )?;
-        put("policy.safetensors", policy_bytes(agent, policy_version)?)?;
+        put("policy.safetensors", policy)?;
         if let Some(r) = replay {
             let p = tmp.join("replay.safetensors");
             r.save(&p)?;

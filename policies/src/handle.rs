@@ -99,8 +99,18 @@ impl PolicySpec {
 
 /// The actor's weights as policy bytes (safetensors with the spec in its metadata).
 pub fn policy_bytes(agent: &Agent, version: u64) -> Result<Vec<u8>> {
+    policy_bytes_from(agent, &agent.policy_weights(), version)
+}
+
+/// Policy bytes for `agent`'s networks with other weights of the same shapes (named as
+/// [`Agent::policy_weights`] names them), e.g. a moving average of the actor's.
+pub fn policy_bytes_from(
+    agent: &Agent,
+    weights: &[(String, candle_core::Tensor)],
+    version: u64,
+) -> Result<Vec<u8>> {
     let spec = PolicySpec::of(agent, version);
-    let named: HashMap<String, candle_core::Tensor> = agent.policy_weights().into_iter().collect();
+    let named: HashMap<String, candle_core::Tensor> = weights.iter().cloned().collect();
     let raw = raw_from_named(&named)?;
     let mut md = HashMap::new();
     md.insert(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, policy_bytes};
+use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, policy_bytes_from};
 use rft_policies::replay::{Batch, ReplayBuffer, TransitionIn};
 use rft_policies::train::sample_round;
 use rft_policies::{Agent, checkpoint};
@@ -59,6 +59,11 @@ pub struct FinetuneConfig {
     pub promote_successes: bool,
     /// Learner update rounds between published policy versions.
     pub publish_every: u64,
+    /// The policy that acts, is evaluated and is saved is an exponential moving average of
+    /// the actor's weights with this decay per actor update (0: the actor itself). Averaging
+    /// smooths the swings of a policy fitted to a changing buffer (0.999: about the last
+    /// 1,000 updates).
+    pub policy_ema: f64,
     /// Reward of a success (the classifier's), per-step penalty.
     pub success_reward: f32,
     pub step_penalty: f32,
@@ -94,6 +99,7 @@ impl Default for FinetuneConfig {
             explore_std: 0.0,
             promote_successes: false,
             publish_every: 50,
+            policy_ema: 0.0,
             success_reward: 1.0,
             step_penalty: 0.0,
             eval_every: 2_500,
@@ -339,6 +345,9 @@ pub fn finetune(
     if !(cfg.explore_std.is_finite() && (0.0..=1.0).contains(&cfg.explore_std)) {
         anyhow::bail!("finetune.explore_std {} must be in [0, 1]", cfg.explore_std);
     }
+    if !(cfg.policy_ema.is_finite() && (0.0..1.0).contains(&cfg.policy_ema)) {
+        anyhow::bail!("finetune.policy_ema {} must be in [0, 1)", cfg.policy_ema);
+    }
     prepare_online(agent, cfg.utd, cfg.keep_cql, cfg.bc_weight, cfg.init_alpha)
         .map_err(|e| anyhow::anyhow!("finetune.{e}"))?;
     let grad0 = agent.steps;
@@ -348,6 +357,17 @@ pub fn finetune(
     let mut version = 1u64;
     let mut policy = PolicyHandle::new(InferencePolicy::from_agent(agent, version)?, cfg.seed);
     let mut eval_policy = policy.clone();
+    // The averaged actor (deep copies: the actor's variables are updated in place).
+    let mut ema = if cfg.policy_ema > 0.0 {
+        let w = agent.policy_weights();
+        let copies: candle_core::Result<Vec<_>> = w
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.detach().copy()?)))
+            .collect();
+        Some(copies?)
+    } else {
+        None
+    };
     let mut buffer = ReplayBuffer::new(cfg.steps as usize + 1, obs_dim, ACTION_DIM, image_shape);
     // The demos, in a buffer with room for the episodes promoted to them.
     let mut demos = match offline {
@@ -527,11 +547,14 @@ pub fn finetune(
                 agent.update_critics(&refs)?;
             } else {
                 agent.update(&refs)?;
+                if let Some(ema) = ema.as_mut() {
+                    average_into(ema, &agent.policy_weights(), cfg.policy_ema)?;
+                }
             }
             log.update_ms.push(u0.elapsed().as_secs_f32() * 1e3);
             if (step - cfg.warmup_steps).is_multiple_of(cfg.publish_every.max(1)) {
                 version += 1;
-                policy.swap(&policy_bytes(agent, version)?)?;
+                policy.swap(&published(agent, ema.as_deref(), version)?)?;
             }
         }
         let eval_now =
@@ -565,9 +588,10 @@ pub fn finetune(
         if (cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every))
             || step == cfg.steps
         {
-            checkpoint::save(
+            checkpoint::save_with_policy(
                 &files.checkpoints(),
                 agent,
+                published(agent, ema.as_deref(), version)?,
                 Some(&buffer),
                 step,
                 version,
@@ -656,9 +680,36 @@ pub fn finetune(
     log.human_resets = schedule.human_resets().max(log.human_resets);
     rft_policies::store::atomic_write(
         &files.dir.join("policy.safetensors"),
-        &policy_bytes(agent, version)?,
+        &published(agent, ema.as_deref(), version)?,
     )?;
     Ok(log)
+}
+
+/// `avg ← decay · avg + (1 − decay) · w`, tensor by tensor (the same names in the same order).
+fn average_into(
+    avg: &mut [(String, candle_core::Tensor)],
+    w: &[(String, candle_core::Tensor)],
+    decay: f64,
+) -> anyhow::Result<()> {
+    for ((an, a), (wn, x)) in avg.iter_mut().zip(w) {
+        anyhow::ensure!(an == wn, "policy weights {an} and {wn} out of order");
+        // Detached: the average must not record the actor's graph (it would keep every past
+        // update alive).
+        *a = ((&*a * decay)? + (x.detach() * (1.0 - decay))?)?.detach();
+    }
+    Ok(())
+}
+
+/// The policy bytes the loop publishes: the averaged actor when there is one.
+fn published(
+    agent: &Agent,
+    ema: Option<&[(String, candle_core::Tensor)]>,
+    version: u64,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(match ema {
+        Some(w) => policy_bytes_from(agent, w, version)?,
+        None => policy_bytes_from(agent, &agent.policy_weights(), version)?,
+    })
 }
 
 /// Writes `v` as pretty JSON to `path` (atomically).
@@ -666,4 +717,34 @@ pub fn write_json(path: &Path, v: &impl Serialize) -> anyhow::Result<()> {
     let s = serde_json::to_string_pretty(v)?;
     rft_policies::store::atomic_write(path, s.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn the_moving_average_moves_by_one_minus_decay_per_update() {
+        let dev = Device::Cpu;
+        let t = |v: &[f32]| Tensor::new(v, &dev).unwrap();
+        let mut avg = vec![("a".to_string(), t(&[1.0, 2.0])), ("b".into(), t(&[0.0]))];
+        let w = vec![("a".to_string(), t(&[5.0, 6.0])), ("b".into(), t(&[-4.0]))];
+        average_into(&mut avg, &w, 0.75).unwrap();
+        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [2.0, 3.0]);
+        assert_eq!(avg[1].1.to_vec1::<f32>().unwrap(), [-1.0]);
+        // The same weights again: the average closes a quarter of the remaining gap.
+        average_into(&mut avg, &w, 0.75).unwrap();
+        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [2.75, 3.75]);
+        // Averaging the actor's variables records no graph: an average that tracked them
+        // would keep every past update alive (it ran a 20k-step run out of memory).
+        let var = candle_core::Var::new(&[1.0f32, 1.0], &dev).unwrap();
+        let live = vec![("a".to_string(), var.as_tensor().clone()), w[1].clone()];
+        average_into(&mut avg, &live, 0.5).unwrap();
+        assert!(!avg[0].1.track_op());
+        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [1.875, 2.375]);
+        let swapped = vec![w[1].clone(), w[0].clone()];
+        let e = average_into(&mut avg, &swapped, 0.5).unwrap_err();
+        assert!(e.to_string().contains("out of order"), "{e}");
+    }
 }

@@ -285,6 +285,18 @@ impl PipelineConfig {
         if !(0.0..=1.0).contains(&f.offline_ratio) {
             return e("finetune.offline_ratio", "must be in [0, 1]".into());
         }
+        if !(f.explore_std.is_finite() && (0.0..=1.0).contains(&f.explore_std)) {
+            return e(
+                "finetune.explore_std",
+                format!("{} must be in [0, 1]", f.explore_std),
+            );
+        }
+        if !(f.policy_ema.is_finite() && (0.0..1.0).contains(&f.policy_ema)) {
+            return e(
+                "finetune.policy_ema",
+                format!("{} must be in [0, 1)", f.policy_ema),
+            );
+        }
         if self.eval.episodes == 0 && self.stages.contains(&Stage::Eval) {
             return e("eval.episodes", "must be at least 1".into());
         }
