@@ -45,6 +45,11 @@ pub struct ScheduleConfig {
     /// failure): the next episode is a reset from a scene the robot can still recover,
     /// instead of a human reset after the object crossed the edge. 0 disables; needs `reach`.
     pub edge_guard_m: f64,
+    /// This many episodes in a row that each left the object within `stuck_distance_m` of
+    /// where it began (whatever the classifier said) pause the loop for a human reset, counted:
+    /// a scene no policy changes any more traps the loop for good (a forward policy that
+    /// cannot reach the cube, a reset that "succeeds" at once). 0 disables.
+    pub stalled_episodes: u32,
     /// An episode that timed out or got stuck gets a second look once the arm is home (needs
     /// `home_s` > 0): the classifier sees the scene without the arm touching or hiding the
     /// object, and a success there ends the episode as one (`success_at_home`). A pushing
@@ -90,6 +95,8 @@ const EDGE_APPROACH_M: f64 = 0.005;
 pub enum PauseCause {
     OffTable,
     OutOfReach,
+    /// `stalled_episodes` episodes in a row left the object where it was.
+    Stalled,
 }
 
 impl PauseCause {
@@ -97,6 +104,7 @@ impl PauseCause {
         match self {
             PauseCause::OffTable => "object_off_table",
             PauseCause::OutOfReach => "object_out_of_reach",
+            PauseCause::Stalled => "scene_stalled",
         }
     }
 }
@@ -116,6 +124,7 @@ impl Default for ScheduleConfig {
             home_posture: false,
             reach: None,
             edge_guard_m: 0.0,
+            stalled_episodes: 0,
         }
     }
 }
@@ -246,6 +255,10 @@ pub struct Schedule {
     anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
     /// The object's distance to `reach`'s edge when the episode began.
     edge_at_start: Option<f64>,
+    /// Where the object was when the episode began.
+    object_at_start: Option<Vector3<f64>>,
+    /// Episodes in a row that left the object where it began.
+    stalled: u32,
     paused: Option<PauseCause>,
     human_resets: u64,
     retries: u32,
@@ -265,6 +278,8 @@ impl Schedule {
             run: 0,
             anchor: None,
             edge_at_start: None,
+            object_at_start: None,
+            stalled: 0,
             paused: None,
             human_resets: 0,
             retries: 0,
@@ -305,6 +320,7 @@ impl Schedule {
         if self.paused.is_some() {
             return Decision::Paused;
         }
+        let start = *self.object_at_start.get_or_insert(*object);
         if object.z < self.cfg.off_table_z {
             self.paused = Some(PauseCause::OffTable);
             return Decision::Paused;
@@ -317,7 +333,7 @@ impl Schedule {
             let d = area.edge_distance(object);
             let d0 = *self.edge_at_start.get_or_insert(d);
             if d < self.cfg.edge_guard_m && d < d0 - EDGE_APPROACH_M {
-                return self.end(now_s, EndReason::NearEdge);
+                return self.end(now_s, EndReason::NearEdge, object - start);
             }
         }
         match success {
@@ -326,10 +342,10 @@ impl Schedule {
             None => {}
         }
         if self.run >= self.cfg.consecutive {
-            return self.end(now_s, EndReason::Success);
+            return self.end(now_s, EndReason::Success, object - start);
         }
         if now_s - self.started_s >= self.cfg.timeout_s {
-            return self.end(now_s, EndReason::Timeout);
+            return self.end(now_s, EndReason::Timeout, object - start);
         }
         match self.anchor {
             Some((t, o, p))
@@ -337,7 +353,7 @@ impl Schedule {
                     && (tool - p).norm() < self.cfg.stuck_distance_m =>
             {
                 if self.cfg.stuck_s > 0.0 && now_s - t >= self.cfg.stuck_s {
-                    return self.end(now_s, EndReason::Stuck);
+                    return self.end(now_s, EndReason::Stuck, object - start);
                 }
             }
             _ => self.anchor = Some((now_s, *object, *tool)),
@@ -345,8 +361,17 @@ impl Schedule {
         Decision::Continue
     }
 
-    fn end(&mut self, now_s: f64, reason: EndReason) -> Decision {
+    fn end(&mut self, now_s: f64, reason: EndReason, moved: Vector3<f64>) -> Decision {
         self.retries_before_end = self.retries;
+        if moved.norm() < self.cfg.stuck_distance_m {
+            self.stalled += 1;
+            if self.cfg.stalled_episodes > 0 && self.stalled >= self.cfg.stalled_episodes {
+                // The episode ends as decided; the next tick asks for a human.
+                self.paused = Some(PauseCause::Stalled);
+            }
+        } else {
+            self.stalled = 0;
+        }
         if self.dir == Direction::Backward
             && reason != EndReason::Success
             && self.retries < self.cfg.reset_retries
@@ -400,6 +425,7 @@ impl Schedule {
         self.run = 0;
         self.anchor = None;
         self.edge_at_start = None;
+        self.object_at_start = None;
     }
 
     fn begin(&mut self, now_s: f64) {
@@ -408,11 +434,13 @@ impl Schedule {
         self.run = 0;
         self.anchor = None;
         self.edge_at_start = None;
+        self.object_at_start = None;
     }
 
     /// A human put the scene back for the forward task: the next episode starts now.
     pub fn human_reset_done(&mut self, now_s: f64) -> Decision {
         self.paused = None;
+        self.stalled = 0;
         self.human_resets += 1;
         self.dir = Direction::Forward;
         self.begin(now_s);
@@ -789,5 +817,70 @@ mod tests {
         );
         let bad = ScheduleConfig { reach: None, ..cfg };
         assert_eq!(bad.validate().unwrap_err().0, "edge_guard_m");
+    }
+
+    #[test]
+    fn a_scene_no_episode_changes_asks_for_a_human() {
+        let cfg = ScheduleConfig {
+            timeout_s: 1.0,
+            stuck_s: 0.0,
+            reset_retries: 0,
+            stalled_episodes: 4,
+            ..Default::default()
+        };
+        let mut s = Schedule::new(cfg, Direction::Forward, 0.0);
+        let t = std::cell::Cell::new(0.0);
+        // Runs one episode to its end with the object at `x` throughout (`push`: the object
+        // moves 5 cm during it) and the classifier answering `ok`.
+        let episode = |s: &mut Schedule, x: f64, push: bool, ok: bool| {
+            for i in 0..20 {
+                t.set(t.get() + 0.1);
+                let at = if push && i >= 5 { x + 0.05 } else { x };
+                match s.tick(t.get(), Some(ok), &v(at), &v(0.0)) {
+                    Decision::Continue => {}
+                    d => return d,
+                }
+            }
+            panic!("the episode did not end");
+        };
+        // A forward timeout that never touches the object, a reset that "succeeds" at once, ...
+        let mut reasons = Vec::new();
+        for k in 0..3 {
+            let ok = k % 2 == 1;
+            match episode(&mut s, 0.5, false, ok) {
+                Decision::End { reason, .. } => reasons.push(reason),
+                d => panic!("{d:?}"),
+            }
+            assert!(!s.is_paused(), "paused after {} episodes", k + 1);
+        }
+        assert_eq!(
+            reasons,
+            [EndReason::Timeout, EndReason::Success, EndReason::Timeout]
+        );
+        // ... the fourth unchanged scene in a row: that episode ends, then the loop waits.
+        assert!(matches!(
+            episode(&mut s, 0.5, false, true),
+            Decision::End {
+                reason: EndReason::Success,
+                ..
+            }
+        ));
+        assert_eq!(s.pause_cause(), Some(PauseCause::Stalled));
+        assert_eq!(PauseCause::Stalled.name(), "scene_stalled");
+        assert_eq!(
+            s.tick(t.get() + 0.1, Some(false), &v(0.5), &v(0.0)),
+            Decision::Paused
+        );
+        s.human_reset_done(t.get() + 0.2);
+        assert_eq!(s.human_resets(), 1);
+        // An episode that moves the object starts the count again.
+        for _ in 0..3 {
+            episode(&mut s, 0.5, false, false);
+        }
+        episode(&mut s, 0.5, true, false);
+        for _ in 0..3 {
+            episode(&mut s, 0.55, false, false);
+        }
+        assert!(!s.is_paused());
     }
 }
