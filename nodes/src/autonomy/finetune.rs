@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, policy_bytes_from};
+use rft_policies::handle::{
+    ActMode, InferencePolicy, PolicyHandle, policy_bytes, policy_bytes_from,
+};
 use rft_policies::replay::{Batch, ReplayBuffer, TransitionIn};
 use rft_policies::train::sample_round;
 use rft_policies::{Agent, checkpoint};
@@ -708,7 +710,7 @@ fn published(
 ) -> anyhow::Result<Vec<u8>> {
     Ok(match ema {
         Some(w) => policy_bytes_from(agent, w, version)?,
-        None => policy_bytes_from(agent, &agent.policy_weights(), version)?,
+        None => policy_bytes(agent, version)?,
     })
 }
 

@@ -253,8 +253,6 @@ pub struct Schedule {
     started_s: f64,
     run: u32,
     anchor: Option<(f64, Vector3<f64>, Vector3<f64>)>,
-    /// The object's distance to `reach`'s edge when the episode began.
-    edge_at_start: Option<f64>,
     /// Where the object was when the episode began.
     object_at_start: Option<Vector3<f64>>,
     /// Episodes in a row that left the object where it began.
@@ -277,7 +275,6 @@ impl Schedule {
             started_s: now_s,
             run: 0,
             anchor: None,
-            edge_at_start: None,
             object_at_start: None,
             stalled: 0,
             paused: None,
@@ -331,7 +328,7 @@ impl Schedule {
                 return Decision::Paused;
             }
             let d = area.edge_distance(object);
-            let d0 = *self.edge_at_start.get_or_insert(d);
+            let d0 = area.edge_distance(&start);
             if d < self.cfg.edge_guard_m && d < d0 - EDGE_APPROACH_M {
                 return self.end(now_s, EndReason::NearEdge, object - start);
             }
@@ -424,7 +421,6 @@ impl Schedule {
         self.started_s = now_s;
         self.run = 0;
         self.anchor = None;
-        self.edge_at_start = None;
         self.object_at_start = None;
     }
 
@@ -433,7 +429,6 @@ impl Schedule {
         self.started_s = now_s;
         self.run = 0;
         self.anchor = None;
-        self.edge_at_start = None;
         self.object_at_start = None;
     }
 
