@@ -156,6 +156,9 @@ pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Launch> {
     for o in overrides {
         apply_override(path, &mut table, o)?;
     }
+    if let Some(toml::Value::Table(p)) = table.get_mut("pipeline") {
+        *p = crate::autonomy::pipeline::with_defaults(std::mem::take(p));
+    }
     let resolved = toml::to_string_pretty(&table).unwrap_or_default();
     let file: LaunchFile =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {

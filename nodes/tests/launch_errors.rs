@@ -174,3 +174,57 @@ fn overrides_apply_before_validation() {
         .to_string();
     assert!(e.contains("--set needs KEY=VALUE"), "{e}");
 }
+
+#[test]
+fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out() {
+    use rft_nodes::autonomy::pipeline::{PipelineConfig, parse_config};
+    let d = PipelineConfig::default().finetune.schedule;
+    // The fine-tuning schedule's defaults differ from a bare ScheduleConfig's.
+    assert!(d.home_s > 0.0 && d.confirm_at_home, "{d:?}");
+    // No file, one nested key set from the command line.
+    let c = parse_config(
+        Path::new("(defaults)"),
+        "",
+        &["finetune.schedule.timeout_s=30".into()],
+    )
+    .unwrap();
+    let s = &c.finetune.schedule;
+    assert_eq!(s.timeout_s, 30.0);
+    assert_eq!((s.home_s, s.confirm_at_home), (d.home_s, d.confirm_at_home));
+    // A whole table set from the command line.
+    let c = parse_config(
+        Path::new("(defaults)"),
+        "",
+        &["finetune.schedule={ timeout_s = 30.0 }".into()],
+    )
+    .unwrap();
+    assert_eq!(c.finetune.schedule.home_s, d.home_s);
+    // A file with a partial table, and one key of another table.
+    let c = parse_config(
+        Path::new("p.toml"),
+        "[finetune.schedule]\nstuck_s = 5.0\n[finetune]\nsteps = 100\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!((c.finetune.schedule.stuck_s, c.finetune.steps), (5.0, 100));
+    assert_eq!(c.finetune.schedule.home_s, d.home_s);
+    assert_eq!(c.finetune.utd, PipelineConfig::default().finetune.utd);
+    // The same through a launch file's [pipeline] section; unknown keys are still named.
+    let l = launch::parse(
+        Path::new("l.toml"),
+        &format!("{GOOD}\n[pipeline.finetune.schedule]\nstuck_s = 5.0\n"),
+        &[],
+    )
+    .unwrap();
+    let p = l.file.pipeline.unwrap();
+    assert_eq!(p.finetune.schedule.stuck_s, 5.0);
+    assert!(p.finetune.schedule.confirm_at_home);
+    let m = err(&format!(
+        "{GOOD}\n[pipeline.finetune.schedule]\nstuck = 5.0\n"
+    ));
+    assert_names(
+        &m,
+        "pipeline.finetune.schedule.stuck",
+        "unknown field `stuck`",
+    );
+}

@@ -333,7 +333,7 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "finetune.schedule.edge_guard_m",
         ),
         (
-            "finetune.schedule.verify_at_home=true",
+            "finetune.schedule={ home_s = 0.0, confirm_at_home = false, verify_at_home = true }",
             "finetune.schedule.verify_at_home",
         ),
     ] {

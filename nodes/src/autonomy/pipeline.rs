@@ -763,9 +763,37 @@ pub fn parse_config(path: &Path, text: &str, set: &[String]) -> anyhow::Result<P
     for o in set {
         crate::launch::apply_override(path, &mut table, o)?;
     }
+    let table = with_defaults(table);
     let cfg: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
     Ok(cfg)
+}
+
+/// `user`'s pipeline settings laid over the defaults, key by key at every depth. Without this a
+/// partial nested table (`[finetune.schedule]` with one key, `--set finetune.schedule.X=..` with
+/// no file, or `--set 'finetune.schedule={ .. }'`) would take the nested struct's own defaults for the keys it leaves out, not the
+/// pipeline's (the fine-tuning schedule homes the arm and confirms at home; a bare
+/// `ScheduleConfig` does not).
+pub fn with_defaults(user: toml::Table) -> toml::Table {
+    let mut table = match toml::Table::try_from(PipelineConfig::default()) {
+        Ok(t) => t,
+        // Unreachable: the defaults are plain data. Without them serde's own defaults apply.
+        Err(_) => toml::Table::new(),
+    };
+    merge_toml(&mut table, user);
+    table
+}
+
+/// Lays `over` onto `base`: tables merge key by key, any other value replaces.
+fn merge_toml(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_toml(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// Reads pipeline settings from `file` (none: the defaults) with overrides; returns the name
