@@ -29,6 +29,9 @@ pub struct DemoConfig {
     /// the two regions) instead of in the direction's start region: the pre-trained policy
     /// then knows how to bring the cube back from where a failed reset-free episode left it.
     pub scattered_fraction: f64,
+    /// The forward demos' share, when it differs from `scattered_fraction`: reset demos from
+    /// anywhere, forward demos from where the forward task begins.
+    pub forward_scattered_fraction: Option<f64>,
     /// How far around the two regions scattered starts reach (x, y metres): the area the
     /// reset-free loop can leave the cube in.
     pub scatter_margin: [f64; 2],
@@ -48,6 +51,7 @@ impl Default for DemoConfig {
             noisy_fraction: 0.25,
             noise_std: 0.3,
             scattered_fraction: 0.0,
+            forward_scattered_fraction: None,
             scatter_margin: [0.2, 0.25],
             max_s: 20.0,
             hold_s: 1.0,
@@ -64,6 +68,16 @@ impl DemoConfig {
             Direction::Backward => self
                 .backward_episodes
                 .unwrap_or(self.episodes_per_direction),
+        }
+    }
+
+    /// Share of `dir`'s demos with scattered starts.
+    pub fn scattered(&self, dir: Direction) -> f64 {
+        match dir {
+            Direction::Forward => self
+                .forward_scattered_fraction
+                .unwrap_or(self.scattered_fraction),
+            Direction::Backward => self.scattered_fraction,
         }
     }
 }
@@ -103,8 +117,16 @@ pub fn collect(
             cfg.scatter_margin
         );
     }
-    if !(0.0..=1.0).contains(&cfg.scattered_fraction) {
-        anyhow::bail!("demos.scattered_fraction must be in [0, 1]");
+    for (k, v) in [
+        ("scattered_fraction", Some(cfg.scattered_fraction)),
+        ("forward_scattered_fraction", cfg.forward_scattered_fraction),
+    ] {
+        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            anyhow::bail!(
+                "demos.{k} must be in [0, 1] (got {})",
+                v.unwrap_or_default()
+            );
+        }
     }
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;
     let map = plant_cfg.action.clone();
@@ -122,7 +144,7 @@ pub fn collect(
             let frac = (i as f64 + 0.5) / per as f64;
             let noisy = frac <= cfg.noisy_fraction;
             // Scattered starts are spread over noisy and clean demos alike.
-            let scattered = 1.0 - frac < cfg.scattered_fraction;
+            let scattered = 1.0 - frac < cfg.scattered(dir);
             if scattered {
                 let mut r = StdRng::seed_from_u64(seed ^ 0x5ca7);
                 let (from, to) = plant_cfg.task.regions(dir);
@@ -208,9 +230,14 @@ mod tests {
     use super::*;
 
     fn starts(scattered: f64) -> Vec<(u8, [f32; 2])> {
+        starts_with(scattered, None)
+    }
+
+    fn starts_with(scattered: f64, forward: Option<f64>) -> Vec<(u8, [f32; 2])> {
         let cfg = DemoConfig {
             episodes_per_direction: 4,
             scattered_fraction: scattered,
+            forward_scattered_fraction: forward,
             max_s: 0.2,
             ..DemoConfig::default()
         };
@@ -284,5 +311,23 @@ mod tests {
         // Half of them: the later half of each direction.
         let half = starts(0.5);
         assert!(half.iter().filter(|(t, p)| !inside(*t, *p)).count() <= 4);
+        // Forward demos from the start region, reset demos from anywhere.
+        let s = starts_with(1.0, Some(0.0));
+        assert!(
+            s.iter()
+                .filter(|(t, _)| *t == 0)
+                .all(|(t, p)| inside(*t, *p))
+        );
+        let away = s.iter().filter(|(t, p)| *t == 1 && !inside(*t, *p)).count();
+        assert!(away >= 3, "{away} of 4 scattered reset starts left: {s:?}");
+        let bad = DemoConfig {
+            forward_scattered_fraction: Some(1.5),
+            ..DemoConfig::default()
+        };
+        let e = collect(&PlantConfig::default(), &bad, |_, _| {}).unwrap_err();
+        assert!(
+            e.to_string().contains("demos.forward_scattered_fraction"),
+            "{e}"
+        );
     }
 }
