@@ -118,14 +118,14 @@ pub fn collect(
         );
     }
     for (k, v) in [
-        ("scattered_fraction", Some(cfg.scattered_fraction)),
-        ("forward_scattered_fraction", cfg.forward_scattered_fraction),
+        ("scattered_fraction", cfg.scattered_fraction),
+        (
+            "forward_scattered_fraction",
+            cfg.scattered(Direction::Forward),
+        ),
     ] {
-        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-            anyhow::bail!(
-                "demos.{k} must be in [0, 1] (got {})",
-                v.unwrap_or_default()
-            );
+        if !(0.0..=1.0).contains(&v) {
+            anyhow::bail!("demos.{k} must be in [0, 1] (got {v})");
         }
     }
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;

@@ -770,10 +770,10 @@ pub fn parse_config(path: &Path, text: &str, set: &[String]) -> anyhow::Result<P
 }
 
 /// `user`'s pipeline settings laid over the defaults, key by key at every depth. Without this a
-/// partial nested table (`[finetune.schedule]` with one key, `--set finetune.schedule.X=..` with
-/// no file, or `--set 'finetune.schedule={ .. }'`) would take the nested struct's own defaults for the keys it leaves out, not the
-/// pipeline's (the fine-tuning schedule homes the arm and confirms at home; a bare
-/// `ScheduleConfig` does not).
+/// partial nested table (`[finetune.schedule]` with one key, `--set finetune.schedule.X=..`
+/// with no file, or `--set 'finetune.schedule={ .. }'`) would take the nested struct's own
+/// defaults for the keys it leaves out, not the pipeline's (the fine-tuning schedule homes the
+/// arm and confirms at home; a bare `ScheduleConfig` does not).
 pub fn with_defaults(user: toml::Table) -> toml::Table {
     let mut table = match toml::Table::try_from(PipelineConfig::default()) {
         Ok(t) => t,
