@@ -44,7 +44,9 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.schedule.confirm_at_home=true",
     "--set",
-    "finetune.schedule.verify_at_home=true",
+    "finetune.schedule.verify_at_home=forward",
+    "--set",
+    "finetune.schedule.posture_reset_overridden=0.5",
     "--set",
     "finetune.eval_every=200",
     "--set",
@@ -147,6 +149,26 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
             same = 0;
         }
     }
+    // The joints went back to the reset posture after exactly the episodes in which the
+    // safety filter overrode more than half the steps.
+    let unwound = episodes
+        .iter()
+        .filter(|e| {
+            let (o, n) = (
+                e["overridden_steps"].as_u64().unwrap(),
+                e["steps"].as_u64().unwrap(),
+            );
+            assert_eq!(e["posture_reset"], 2 * o > n, "{e:?}");
+            2 * o > n
+        })
+        .count();
+    assert_eq!(log["posture_resets"], unwound as u64);
+    // (The steps after the last episode ended belong to none.)
+    let per_episode: u64 = episodes
+        .iter()
+        .map(|e| e["overridden_steps"].as_u64().unwrap())
+        .sum();
+    assert!(per_episode <= log["safety_override_steps"].as_u64().unwrap());
     // Self-imitation: exactly the classifier's successful episodes went to the demo buffer.
     let successes = episodes
         .iter()
@@ -170,7 +192,9 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         "{reasons:?}"
     );
     // Every classified frame was compared with ground truth: one per step, and a second look
-    // with the arm home after each episode that ran out of time or got stuck.
+    // with the arm home after each episode that ran out of time or got stuck, and after each
+    // forward success the classifier reported (`verify_at_home = "forward"`); backward
+    // successes are not verified, so none is ever `unconfirmed`.
     let counted: u64 = log["classifier"]
         .as_array()
         .unwrap()
@@ -182,10 +206,24 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
                 .sum::<u64>()
         })
         .sum();
-    let second_looks = reasons
+    let verified = episodes
         .iter()
-        .filter(|r| ["success_at_home", "timeout", "stuck"].contains(r))
+        .filter(|e| {
+            e["direction"] == "forward"
+                && ["success", "unconfirmed"].contains(&e["reason"].as_str().unwrap())
+        })
         .count() as u64;
+    assert!(
+        !episodes
+            .iter()
+            .any(|e| e["direction"] == "backward" && e["reason"] == "unconfirmed"),
+        "{episodes:?}"
+    );
+    let second_looks = verified
+        + reasons
+            .iter()
+            .filter(|r| ["success_at_home", "timeout", "stuck"].contains(r))
+            .count() as u64;
     assert!(second_looks > 0, "{reasons:?}");
     assert_eq!(counted, 400 + second_looks);
     let csv = std::fs::read_to_string(run.join("finetune/metrics.csv")).unwrap();
@@ -336,6 +374,7 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "finetune.schedule={ home_s = 0.0, confirm_at_home = false, verify_at_home = true }",
             "finetune.schedule.verify_at_home",
         ),
+        ("finetune.schedule.verify_at_home=sideways", "sideways"),
     ] {
         let (ok, text) = rft(&["pipeline", "--out", out.to_str().unwrap(), "--set", set]);
         assert!(!ok, "{set} was accepted");

@@ -125,6 +125,13 @@ pub struct EpisodeRecord {
     /// Where the object was at the end (table xy, metres): where the next episode starts.
     #[serde(default)]
     pub object_xy: [f64; 2],
+    /// Control steps of the episode in which the safety filter overrode the policy.
+    #[serde(default)]
+    pub overridden_steps: u64,
+    /// The joints went back to the reset posture after it
+    /// (`schedule.posture_reset_overridden`, or `home_posture`).
+    #[serde(default)]
+    pub posture_reset: bool,
 }
 
 /// A ground-truth evaluation during the run.
@@ -179,6 +186,10 @@ pub struct FinetuneLog {
     /// Episodes copied into the demo buffer (`promote_successes`).
     #[serde(default)]
     pub promoted_episodes: u64,
+    /// Episodes after which the joints went back to the reset posture because the safety
+    /// filter had overridden too many of their steps (`schedule.posture_reset_overridden`).
+    #[serde(default)]
+    pub posture_resets: u64,
     pub grad_steps: u64,
     pub policy_version: u64,
     pub wall_s: f64,
@@ -396,13 +407,14 @@ pub fn finetune(
         std::io::BufWriter::new(std::fs::File::create(files.dir.join("episodes.csv"))?);
     writeln!(
         eps_csv,
-        "end_step,direction,reason,steps,true_success,object_x,object_y"
+        "end_step,direction,reason,steps,true_success,object_x,object_y,overridden_steps,posture_reset"
     )?;
     let start = Instant::now();
     let (mut obs, mut next) = (Vec::new(), Vec::new());
     let (mut pimg, mut next_pimg) = (Vec::new(), Vec::new());
     let mut a = [0.0f32; ACTION_DIM];
     let mut ep_start = 0u64;
+    let mut ep_overridden = 0u64;
     let mut window = [Counts::default(); 2];
     let mut last_eval: Option<EvalPoint> = None;
     log.act_us.reserve(cfg.steps as usize);
@@ -426,6 +438,7 @@ pub fn finetune(
         let info = plant.apply(&a);
         if info.safety_override {
             log.safety_override_steps += 1;
+            ep_overridden += 1;
         }
         log.qp_failures += u64::from(info.qp_failures);
         let success = classify(&mut plant, classifiers, dir)?;
@@ -453,16 +466,22 @@ pub fn finetune(
         };
         let mut truth = truth;
         let homed = ended && cfg.schedule.home_s > 0.0;
+        let unwind = homed
+            && cfg.schedule.posture_reset_overridden > 0.0
+            && ep_overridden as f64
+                > cfg.schedule.posture_reset_overridden * (step - ep_start) as f64;
         if homed {
-            plant.go_home(
-                rft_sim::expert::HOME_CLEAR_Z,
-                cfg.schedule.home_s,
-                cfg.schedule.home_posture,
-            );
+            let (max_s, posture) = if unwind {
+                log.posture_resets += 1;
+                (cfg.schedule.home_s.max(super::plant::POSTURE_HOME_S), true)
+            } else {
+                (cfg.schedule.home_s, cfg.schedule.home_posture)
+            };
+            plant.go_home(rft_sim::expert::HOME_CLEAR_Z, max_s, posture);
         }
         let second_look = match reason {
             Some(EndReason::Timeout | EndReason::Stuck) => cfg.schedule.confirm_at_home,
-            Some(EndReason::Success) => cfg.schedule.verify_at_home,
+            Some(EndReason::Success) => cfg.schedule.verify_at_home.applies_to(dir),
             _ => false,
         };
         if homed && second_look {
@@ -505,23 +524,28 @@ pub fn finetune(
                 steps: step - ep_start,
                 true_success: truth,
                 object_xy: [object.x, object.y],
+                overridden_steps: ep_overridden,
+                posture_reset: homed && (unwind || cfg.schedule.home_posture),
             };
             if terminal && !truth {
                 log.false_success_episodes += 1;
             }
             writeln!(
                 eps_csv,
-                "{},{},{},{},{},{:.3},{:.3}",
+                "{},{},{},{},{},{:.3},{:.3},{},{}",
                 rec.end_step,
                 rec.direction,
                 rec.reason,
                 rec.steps,
                 rec.true_success,
                 rec.object_xy[0],
-                rec.object_xy[1]
+                rec.object_xy[1],
+                rec.overridden_steps,
+                rec.posture_reset
             )?;
             log.episodes.push(rec);
             ep_start = step;
+            ep_overridden = 0;
             if let Some(d) = demos.as_mut()
                 && terminal
             {

@@ -841,11 +841,12 @@ pub fn print_summary(s: &PipelineSummary) {
     }
     if let Some(l) = &s.finetune {
         println!(
-            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps, {:.0} s",
+            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps ({} posture resets), {:.0} s",
             l.episodes.len(),
             l.human_resets,
             l.false_success_episodes,
             l.safety_override_steps,
+            l.posture_resets,
             l.wall_s
         );
     }

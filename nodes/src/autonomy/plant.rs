@@ -180,6 +180,10 @@ pub struct SimPlant {
 
 /// Joint-space homing: proportional gain (1/s) and speed cap (rad/s) of the posture move.
 const HOME_GAIN: f64 = 2.0;
+/// Seconds the arm gets to go home with its posture after an episode the safety filter mostly
+/// overrode (`schedule.posture_reset_overridden`): measured 5.4–5.6 s of simulated time after
+/// a full episode (BENCHMARKS.md, stop 17); a wrist wound further takes more than one.
+pub const POSTURE_HOME_S: f64 = 8.0;
 const HOME_JOINT_RAD_S: f64 = 1.0;
 
 impl SimPlant {
@@ -415,6 +419,33 @@ impl SimPlant {
 mod tests {
     use super::*;
     use crate::autonomy::obs::yaw_of;
+
+    #[test]
+    fn a_wrist_wound_to_its_limit_is_freed_by_posture_homing_only() {
+        // The loop's trap (`schedule.posture_reset_overridden`): a policy that keeps turning
+        // the wrist one way winds it to its joint limit, where the safety filter overrides
+        // every further turn, and homing the tool's position alone does not undo it.
+        let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
+        let turn = [0.0, 0.0, 0.0, 1.0];
+        let overridden =
+            |p: &mut SimPlant| (0..10).filter(|_| p.apply(&turn).safety_override).count();
+        assert_eq!(overridden(&mut p), 0, "a free wrist turns as commanded");
+        for _ in 0..100 {
+            p.apply(&turn);
+        }
+        assert!(overridden(&mut p) >= 8, "the wound wrist still turns");
+        p.go_home(0.15, 8.0, false);
+        assert!(overridden(&mut p) >= 8, "position homing freed the wrist");
+        // Posture homing as the loop runs it, once after each overridden episode: the first
+        // eight seconds free the arm from the extreme wind-up here only partly (measured: the
+        // base joint, 2.9 rad off, is held by the filter for ~12 s), later ones finish it.
+        let mut homings = 0;
+        while !p.go_home(0.15, POSTURE_HOME_S, true) {
+            homings += 1;
+            assert!(homings < 3, "posture homing is stuck: {:?}", p.sim.q());
+        }
+        assert_eq!(overridden(&mut p), 0, "posture homing left the wrist wound");
+    }
 
     #[test]
     fn go_home_brings_the_tool_and_the_posture_back_and_leaves_the_object() {

@@ -31,6 +31,14 @@ pub struct ScheduleConfig {
     /// redundant arm's drift an episode leaves behind (every episode then starts as an
     /// evaluation does); otherwise only the tool's position goes home. Needs `home_s` > 0.
     pub home_posture: bool,
+    /// An episode in which the safety filter overrode more than this share of the policy's
+    /// commands ends with the joints going back to the reset posture as well (as
+    /// `home_posture` does after every episode; needs `home_s` > 0; 0 disables). A wrist
+    /// wound to its joint limit traps the loop: the policy keeps commanding the yaw the
+    /// filter refuses, and the observation (the yaw modulo 90°/180°) cannot show why
+    /// (measured: one run spent 15,000 steps so). Posture homing takes ~5.5 s, so this homing
+    /// gets `max(home_s, 8)` seconds.
+    pub posture_reset_overridden: f64,
     /// A backward (reset) episode that did not succeed is run again, up to this many times in
     /// a row, before the forward task gets the scene: forward practice from a scene that was
     /// not reset teaches little and pushes the object further astray.
@@ -59,8 +67,75 @@ pub struct ScheduleConfig {
     /// A success the classifier reported during the episode holds only if the second look
     /// with the arm home agrees (needs `home_s` > 0); otherwise the episode ends as
     /// `unconfirmed`, a failure (no reward, and a reset is retried as a failed one is). The
-    /// arm next to the object is where the classifier errs.
-    pub verify_at_home: bool,
+    /// arm next to the object is where the classifier errs. `true` verifies both tasks,
+    /// `"forward"` or `"backward"` only that one (a classifier that cannot tell the scene
+    /// with the arm home would reject that task's true successes).
+    pub verify_at_home: VerifyAtHome,
+}
+
+/// Which tasks' in-episode successes `verify_at_home` checks with the arm home. Written in a
+/// launch file as `false`, `true` (both tasks), `"forward"` or `"backward"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyAtHome {
+    #[default]
+    Off,
+    Forward,
+    Backward,
+    Both,
+}
+
+impl VerifyAtHome {
+    pub fn is_on(self) -> bool {
+        self != VerifyAtHome::Off
+    }
+
+    /// Whether a success of task `dir` is verified.
+    pub fn applies_to(self, dir: Direction) -> bool {
+        match self {
+            VerifyAtHome::Off => false,
+            VerifyAtHome::Both => true,
+            VerifyAtHome::Forward => dir == Direction::Forward,
+            VerifyAtHome::Backward => dir == Direction::Backward,
+        }
+    }
+}
+
+impl Serialize for VerifyAtHome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            VerifyAtHome::Off => s.serialize_bool(false),
+            VerifyAtHome::Both => s.serialize_bool(true),
+            VerifyAtHome::Forward => s.serialize_str("forward"),
+            VerifyAtHome::Backward => s.serialize_str("backward"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VerifyAtHome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = VerifyAtHome;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"true, false, "forward" or "backward""#)
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<VerifyAtHome, E> {
+                Ok(if on {
+                    VerifyAtHome::Both
+                } else {
+                    VerifyAtHome::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VerifyAtHome, E> {
+                match v {
+                    "forward" => Ok(VerifyAtHome::Forward),
+                    "backward" => Ok(VerifyAtHome::Backward),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// An axis-aligned area on the table, base frame, metres.
@@ -120,8 +195,9 @@ impl Default for ScheduleConfig {
             home_s: 0.0,
             reset_retries: 2,
             confirm_at_home: false,
-            verify_at_home: false,
+            verify_at_home: VerifyAtHome::Off,
             home_posture: false,
+            posture_reset_overridden: 0.0,
             reach: None,
             edge_guard_m: 0.0,
             stalled_episodes: 0,
@@ -149,13 +225,26 @@ impl ScheduleConfig {
                 return Err((k.into(), format!("{v} must be ≥ 0")));
             }
         }
+        if !(0.0..1.0).contains(&self.posture_reset_overridden) {
+            return Err((
+                "posture_reset_overridden".into(),
+                format!(
+                    "{} must be in [0, 1) (a share of an episode's steps; 0 disables)",
+                    self.posture_reset_overridden
+                ),
+            ));
+        }
         if !(self.home_s.is_finite() && self.home_s >= 0.0) {
             return Err(("home_s".into(), format!("{} must be ≥ 0", self.home_s)));
         }
         for (k, on) in [
             ("confirm_at_home", self.confirm_at_home),
-            ("verify_at_home", self.verify_at_home),
+            ("verify_at_home", self.verify_at_home.is_on()),
             ("home_posture", self.home_posture),
+            (
+                "posture_reset_overridden",
+                self.posture_reset_overridden > 0.0,
+            ),
         ] {
             if on && self.home_s <= 0.0 {
                 return Err((
@@ -605,6 +694,65 @@ mod tests {
     }
 
     #[test]
+    fn posture_reset_overridden_is_a_share_and_needs_homing() {
+        let with = |share: f64, home_s: f64| ScheduleConfig {
+            posture_reset_overridden: share,
+            home_s,
+            ..Default::default()
+        };
+        assert_eq!(with(0.5, 4.0).validate(), Ok(()));
+        assert_eq!(with(0.0, 0.0).validate(), Ok(()));
+        for bad in [
+            with(1.0, 4.0),
+            with(-0.1, 4.0),
+            with(f64::NAN, 4.0),
+            with(0.5, 0.0),
+        ] {
+            let (k, why) = bad.validate().unwrap_err();
+            assert_eq!(k, "posture_reset_overridden", "{why}");
+        }
+    }
+
+    #[test]
+    fn verify_at_home_names_the_tasks_it_checks() {
+        let parse = |v: &str| {
+            toml::from_str::<ScheduleConfig>(&format!("home_s = 4.0\nverify_at_home = {v}"))
+                .map(|c| c.verify_at_home)
+        };
+        use Direction::{Backward, Forward};
+        for (text, want, fwd, bwd) in [
+            ("false", VerifyAtHome::Off, false, false),
+            ("true", VerifyAtHome::Both, true, true),
+            ("\"forward\"", VerifyAtHome::Forward, true, false),
+            ("\"backward\"", VerifyAtHome::Backward, false, true),
+        ] {
+            let v = parse(text).unwrap();
+            assert_eq!(v, want, "{text}");
+            assert_eq!((v.applies_to(Forward), v.applies_to(Backward)), (fwd, bwd));
+            // What the pipeline's defaults serialize to reads back the same.
+            let cfg = ScheduleConfig {
+                home_s: 4.0,
+                verify_at_home: v,
+                ..Default::default()
+            };
+            let back: ScheduleConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+            assert_eq!(back, cfg);
+        }
+        let err = parse("\"both ways\"").unwrap_err().to_string();
+        assert!(
+            err.contains("both ways") && err.contains(r#""forward""#),
+            "{err}"
+        );
+        let err = parse("1").unwrap_err().to_string();
+        assert!(err.contains("verify_at_home"), "{err}");
+        let cfg = ScheduleConfig {
+            verify_at_home: VerifyAtHome::Forward,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().0, "verify_at_home");
+    }
+
+    #[test]
     fn a_success_not_verified_at_home_goes_on_as_a_failure() {
         let cfg = ScheduleConfig {
             consecutive: 1,
@@ -612,7 +760,7 @@ mod tests {
             stuck_s: 0.0,
             reset_retries: 1,
             home_s: 4.0,
-            verify_at_home: true,
+            verify_at_home: VerifyAtHome::Both,
             ..Default::default()
         };
         assert_eq!(cfg.validate(), Ok(()));
@@ -657,7 +805,7 @@ mod tests {
                 "home_posture",
                 ScheduleConfig {
                     home_s: 0.0,
-                    verify_at_home: false,
+                    verify_at_home: VerifyAtHome::Off,
                     home_posture: true,
                     ..cfg
                 },
