@@ -48,6 +48,8 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.schedule.posture_reset_overridden=0.5",
     "--set",
+    "finetune.schedule.stall_escape=1",
+    "--set",
     "finetune.eval_every=200",
     "--set",
     "finetune.eval_episodes=1",
@@ -163,6 +165,27 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         })
         .count();
     assert_eq!(log["posture_resets"], unwound as u64);
+    // Stall escape (`stall_escape = 1`): an episode acts with the escape noise exactly when
+    // the one before left the object where it began. Episode k begins where k − 1 ended
+    // (homing lifts the arm clear first), up to the last few millimetres of a slide; the
+    // first one's start is not recorded.
+    let xy = |e: &serde_json::Value| {
+        let p = e["object_xy"].as_array().unwrap();
+        nalgebra::Vector2::new(p[0].as_f64().unwrap(), p[1].as_f64().unwrap())
+    };
+    for w in episodes.windows(3) {
+        let moved = (xy(&w[1]) - xy(&w[0])).norm();
+        if moved < 0.005 {
+            assert_eq!(w[2]["stall_escape"], true, "{w:?}");
+        } else if moved > 0.02 {
+            assert_eq!(w[2]["stall_escape"], false, "{w:?}");
+        }
+    }
+    let escapes = episodes
+        .iter()
+        .filter(|e| e["stall_escape"] == true)
+        .count();
+    assert_eq!(log["stall_escape_episodes"], escapes as u64);
     // (The steps after the last episode ended belong to none.)
     let per_episode: u64 = episodes
         .iter()
@@ -375,6 +398,10 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "finetune.schedule.verify_at_home",
         ),
         ("finetune.schedule.verify_at_home=sideways", "sideways"),
+        (
+            "finetune.schedule.stall_explore_std=0.0",
+            "finetune.schedule.stall_explore_std",
+        ),
     ] {
         let (ok, text) = rft(&["pipeline", "--out", out.to_str().unwrap(), "--set", set]);
         assert!(!ok, "{set} was accepted");

@@ -132,6 +132,9 @@ pub struct EpisodeRecord {
     /// (`schedule.posture_reset_overridden`, or `home_posture`).
     #[serde(default)]
     pub posture_reset: bool,
+    /// It acted with the stall-escape noise (`schedule.stall_escape`).
+    #[serde(default)]
+    pub stall_escape: bool,
 }
 
 /// A ground-truth evaluation during the run.
@@ -190,6 +193,9 @@ pub struct FinetuneLog {
     /// filter had overridden too many of their steps (`schedule.posture_reset_overridden`).
     #[serde(default)]
     pub posture_resets: u64,
+    /// Episodes that acted with the stall-escape noise (`schedule.stall_escape`).
+    #[serde(default)]
+    pub stall_escape_episodes: u64,
     pub grad_steps: u64,
     pub policy_version: u64,
     pub wall_s: f64,
@@ -407,7 +413,7 @@ pub fn finetune(
         std::io::BufWriter::new(std::fs::File::create(files.dir.join("episodes.csv"))?);
     writeln!(
         eps_csv,
-        "end_step,direction,reason,steps,true_success,object_x,object_y,overridden_steps,posture_reset"
+        "end_step,direction,reason,steps,true_success,object_x,object_y,overridden_steps,posture_reset,stall_escape"
     )?;
     let start = Instant::now();
     let (mut obs, mut next) = (Vec::new(), Vec::new());
@@ -425,11 +431,17 @@ pub fn finetune(
         let t0 = Instant::now();
         plant.observe(&mut obs, &mut pimg);
         let image = (!pimg.is_empty()).then_some(pimg.as_slice());
-        if cfg.explore_std > 0.0 {
+        let escaping = schedule.escaping();
+        let explore_std = if escaping {
+            cfg.schedule.stall_explore_std
+        } else {
+            cfg.explore_std
+        };
+        if explore_std > 0.0 {
             policy.act(&obs, task, image, ActMode::Deterministic, &mut a)?;
             for x in &mut a {
                 let n: f64 = rng.sample(rand_distr::StandardNormal);
-                *x = (*x + (cfg.explore_std * n) as f32).clamp(-1.0, 1.0);
+                *x = (*x + (explore_std * n) as f32).clamp(-1.0, 1.0);
             }
         } else {
             policy.act(&obs, task, image, ActMode::Stochastic, &mut a)?;
@@ -526,13 +538,15 @@ pub fn finetune(
                 object_xy: [object.x, object.y],
                 overridden_steps: ep_overridden,
                 posture_reset: homed && (unwind || cfg.schedule.home_posture),
+                stall_escape: escaping,
             };
+            log.stall_escape_episodes += u64::from(escaping);
             if terminal && !truth {
                 log.false_success_episodes += 1;
             }
             writeln!(
                 eps_csv,
-                "{},{},{},{},{},{:.3},{:.3},{},{}",
+                "{},{},{},{},{},{:.3},{:.3},{},{},{}",
                 rec.end_step,
                 rec.direction,
                 rec.reason,
@@ -541,7 +555,8 @@ pub fn finetune(
                 rec.object_xy[0],
                 rec.object_xy[1],
                 rec.overridden_steps,
-                rec.posture_reset
+                rec.posture_reset,
+                rec.stall_escape
             )?;
             log.episodes.push(rec);
             ep_start = step;

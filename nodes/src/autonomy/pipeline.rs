@@ -841,12 +841,13 @@ pub fn print_summary(s: &PipelineSummary) {
     }
     if let Some(l) = &s.finetune {
         println!(
-            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps ({} posture resets), {:.0} s",
+            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps ({} posture resets), {} stall-escape episodes, {:.0} s",
             l.episodes.len(),
             l.human_resets,
             l.false_success_episodes,
             l.safety_override_steps,
             l.posture_resets,
+            l.stall_escape_episodes,
             l.wall_s
         );
     }

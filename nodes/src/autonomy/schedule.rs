@@ -58,6 +58,18 @@ pub struct ScheduleConfig {
     /// a scene no policy changes any more traps the loop for good (a forward policy that
     /// cannot reach the cube, a reset that "succeeds" at once). 0 disables.
     pub stalled_episodes: u32,
+    /// A robot-side way out of a stalled scene: once this many episodes in a row have each
+    /// left the object where it began, the policy acts with `stall_explore_std` of
+    /// exploration noise (instead of `finetune.explore_std`) until an episode moves the
+    /// object again. A policy that has settled beside the object it no longer touches, with
+    /// a reset that then "succeeds" at once, otherwise repeats the same two episodes (one run
+    /// spent 7,000 steps so). Must be below `stalled_episodes` when that is on (the pause
+    /// would come first); the pipeline's sim loop does it, the node graph does not yet.
+    /// 0 disables.
+    pub stall_escape: u32,
+    /// Standard deviation of the exploration noise while escaping a stall (action units,
+    /// (0, 1]).
+    pub stall_explore_std: f64,
     /// An episode that timed out or got stuck gets a second look once the arm is home (needs
     /// `home_s` > 0): the classifier sees the scene without the arm touching or hiding the
     /// object, and a success there ends the episode as one (`success_at_home`). A pushing
@@ -201,6 +213,8 @@ impl Default for ScheduleConfig {
             reach: None,
             edge_guard_m: 0.0,
             stalled_episodes: 0,
+            stall_escape: 0,
+            stall_explore_std: 0.5,
         }
     }
 }
@@ -252,6 +266,27 @@ impl ScheduleConfig {
                     "needs the arm to go home between episodes (home_s > 0)".into(),
                 ));
             }
+        }
+        if !(self.stall_explore_std.is_finite()
+            && self.stall_explore_std > 0.0
+            && self.stall_explore_std <= 1.0)
+        {
+            return Err((
+                "stall_explore_std".into(),
+                format!("{} must be in (0, 1]", self.stall_explore_std),
+            ));
+        }
+        if self.stall_escape > 0
+            && self.stalled_episodes > 0
+            && self.stall_escape >= self.stalled_episodes
+        {
+            return Err((
+                "stall_escape".into(),
+                format!(
+                    "{} must be below stalled_episodes ({}): the pause for a human would come first",
+                    self.stall_escape, self.stalled_episodes
+                ),
+            ));
         }
         if self.edge_guard_m > 0.0 && self.reach.is_none() {
             return Err((
@@ -392,6 +427,14 @@ impl Schedule {
     }
     pub fn config(&self) -> &ScheduleConfig {
         &self.cfg
+    }
+    /// Episodes in a row, up to the last one, that each left the object where it began.
+    pub fn stalled(&self) -> u32 {
+        self.stalled
+    }
+    /// Whether the current episode should act with the stall-escape noise (`stall_escape`).
+    pub fn escaping(&self) -> bool {
+        self.cfg.stall_escape > 0 && self.stalled >= self.cfg.stall_escape
     }
 
     /// One control tick at `now_s`: `success` is this frame's thresholded classifier answer
@@ -1025,5 +1068,77 @@ mod tests {
             episode(&mut s, 0.55, false, false);
         }
         assert!(!s.is_paused());
+    }
+
+    #[test]
+    fn a_stalled_scene_turns_on_the_escape_noise_until_the_object_moves() {
+        let cfg = ScheduleConfig {
+            timeout_s: 1.0,
+            stuck_s: 0.0,
+            reset_retries: 0,
+            stall_escape: 2,
+            stalled_episodes: 5,
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let mut s = Schedule::new(cfg.clone(), Direction::Forward, 0.0);
+        let mut t = 0.0;
+        // One episode to its end, the object at `x` (moved 5 cm during it when `push`).
+        let mut episode = |s: &mut Schedule, x: f64, push: bool| {
+            for i in 0.. {
+                t += 0.1;
+                let at = if push && i >= 3 { x + 0.05 } else { x };
+                if let Decision::End { .. } = s.tick(t, Some(false), &v(at), &v(0.0)) {
+                    return;
+                }
+            }
+        };
+        let mut escaping = Vec::new();
+        for push in [false, false, false, false, true, false] {
+            escaping.push(s.escaping());
+            episode(&mut s, 0.5, push);
+        }
+        escaping.push(s.escaping());
+        // Two unchanged scenes in a row turn it on; the episode that moved the object (the
+        // fifth) turns it off again; nobody was asked for.
+        assert_eq!(escaping, [false, false, true, true, true, false, false]);
+        assert_eq!(s.stalled(), 1);
+        assert!(!s.is_paused());
+        // Off by default; the noise must be a standard deviation in (0, 1]; the escape must
+        // come before the pause for a human.
+        assert!(!Schedule::new(ScheduleConfig::default(), Direction::Forward, 0.0).escaping());
+        for (bad, key) in [
+            (
+                ScheduleConfig {
+                    stall_explore_std: 0.0,
+                    ..cfg.clone()
+                },
+                "stall_explore_std",
+            ),
+            (
+                ScheduleConfig {
+                    stall_explore_std: 1.5,
+                    ..cfg.clone()
+                },
+                "stall_explore_std",
+            ),
+            (
+                ScheduleConfig {
+                    stall_escape: 5,
+                    ..cfg.clone()
+                },
+                "stall_escape",
+            ),
+        ] {
+            let (k, why) = bad.validate().unwrap_err();
+            assert_eq!(k, key, "{why}");
+        }
+        ScheduleConfig {
+            stall_escape: 5,
+            stalled_episodes: 0,
+            ..cfg
+        }
+        .validate()
+        .unwrap();
     }
 }
