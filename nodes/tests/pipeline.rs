@@ -411,6 +411,18 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "{set}: work started before the check"
         );
     }
+    // A run directory that already holds fine-tuning checkpoints is refused at the start
+    // (the first checkpoint would otherwise fail minutes into the run).
+    std::fs::create_dir_all(out.join("finetune/checkpoints/step-0000003000")).unwrap();
+    let mut args = vec!["pipeline", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(SMALL); // short, should the check ever stop holding
+    let (ok, text) = rft(&args);
+    assert!(!ok, "a used run directory was accepted");
+    assert!(
+        text.contains("already holds a fine-tuning run") && text.contains("--out"),
+        "{text}"
+    );
+    assert!(!out.join("demos").exists(), "work started before the check");
     let (ok, text) = rft(&["eval", "--checkpoint", tmp.path().to_str().unwrap()]);
     assert!(!ok && text.contains("LATEST"), "{text}");
 }

@@ -358,9 +358,26 @@ fn say(msg: impl AsRef<str>) {
 }
 
 /// Runs the configured stages under `dir`.
+/// Refuses a run directory that already holds a fine-tuning run's checkpoints when the
+/// finetune stage would run: found before anything runs, not minutes in, when the first
+/// checkpoint would overwrite one.
+fn check_run_dir(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<()> {
+    let ckpts = dir.join("finetune").join("checkpoints");
+    if cfg.stages.contains(&Stage::Finetune)
+        && std::fs::read_dir(&ckpts).is_ok_and(|mut d| d.next().is_some())
+    {
+        anyhow::bail!(
+            "{} already holds a fine-tuning run's checkpoints: give the pipeline another run directory (--out), or remove that one",
+            ckpts.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> {
     cfg.validate()
         .map_err(|(k, r)| anyhow::anyhow!("pipeline.{k}: {r}"))?;
+    check_run_dir(cfg, dir)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut s = PipelineSummary::default();
     let has = |st: Stage| cfg.stages.contains(&st);
@@ -818,6 +835,7 @@ pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
     cfg.validate()
         .map_err(|(k, r)| anyhow::anyhow!("{}: pipeline.{k}: {r}", path.display()))?;
     let dir = crate::learntools::run_dir(a.out.as_deref(), "pipeline");
+    check_run_dir(&cfg, &dir)?;
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("pipeline.toml"), toml::to_string_pretty(&cfg)?)?;
     say(format!("run directory {}", dir.display()));
