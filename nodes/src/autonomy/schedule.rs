@@ -63,9 +63,9 @@ pub struct ScheduleConfig {
     /// exploration noise (instead of `finetune.explore_std`) until an episode moves the
     /// object again. A policy that has settled beside the object it no longer touches, with
     /// a reset that then "succeeds" at once, otherwise repeats the same two episodes (one run
-    /// spent its last ~14,800 steps so). Must be below `stalled_episodes` when that is on (the pause
-    /// would come first); the pipeline's sim loop does it, the node graph does not yet.
-    /// 0 disables.
+    /// spent its last ~14,800 steps so). Must be below `stalled_episodes` when that is on
+    /// (the pause would come first); the pipeline's sim loop does it, the node graph does
+    /// not yet. 0 disables.
     pub stall_escape: u32,
     /// Standard deviation of the exploration noise while escaping a stall (action units,
     /// (0, 1]).
