@@ -132,6 +132,16 @@ fn other_checks() {
         "bus.zenoh.listen[0]",
         "is not an endpoint",
     );
+    // What only the pipeline's sim loop does is refused in the node graph, not ignored.
+    for (key, value) in [("home_s", "4.0"), ("stall_escape", "4")] {
+        assert_names(
+            &err(&format!(
+                "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = {{ schedule = {{ {key} = {value} }} }}\n"
+            )),
+            &format!("nodes[0].params.schedule.{key}"),
+            "pipeline's sim loop only",
+        );
+    }
     assert_names(&err("name = [\n"), "(syntax)", "line");
     assert_names(
         &err("[bus]\nkind = \"inproc\"\n"),

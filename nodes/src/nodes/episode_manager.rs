@@ -72,6 +72,14 @@ impl EpisodeManagerParams {
                     .into(),
             ));
         }
+        if self.schedule.stall_escape > 0 {
+            return Err((
+                "schedule.stall_escape".into(),
+                "acting with the stall-escape noise is done by the pipeline's sim loop only; \
+                 the node graph does not do it yet (set 0)"
+                    .into(),
+            ));
+        }
         super::check(
             self.republish_s.is_finite() && self.republish_s > 0.0,
             "republish_s",
