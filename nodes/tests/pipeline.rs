@@ -310,6 +310,80 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         text.contains("push forward: success") && text.contains("/2, 95% CI"),
         "{text}"
     );
+
+    // The ground-truth ablation (`finetune.truth_rewards`), fine-tuning again from this run's
+    // demos, classifiers and pre-trained policy: every success the loop ends on is a true
+    // one, and the classifier still runs and is still scored against ground truth.
+    let ablation = tmp.path().join("truth");
+    let p = |rel: &str| format!("\"{}\"", run.join(rel).display());
+    let sets = [
+        "stages=[\"finetune\"]".to_string(),
+        format!("demos_path={}", p("demos/demos.safetensors")),
+        format!("reward.forward={}", p("reward/forward/reward.safetensors")),
+        format!(
+            "reward.backward={}",
+            p("reward/backward/reward.safetensors")
+        ),
+        format!("pretrain.checkpoint={}", p("pretrain/checkpoints")),
+        "finetune.truth_rewards=true".into(),
+        "finetune.steps=300".into(),
+    ];
+    let mut args = vec!["pipeline", "--out", ablation.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    for s in &sets {
+        args.extend_from_slice(&["--set", s]);
+    }
+    let (ok, text) = rft(&args);
+    assert!(ok, "rft pipeline (truth_rewards) failed:\n{text}");
+    assert!(
+        text.contains("ABLATION: success from ground truth"),
+        "{text}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ablation.join("summary.json")).unwrap())
+            .unwrap();
+    let log = &summary["finetune"];
+    assert_eq!(log["false_success_episodes"], 0, "{log}");
+    let episodes = log["episodes"].as_array().unwrap();
+    for e in episodes {
+        if matches!(e["reason"].as_str(), Some("success" | "success_at_home")) {
+            assert_eq!(e["true_success"], true, "{e:?}");
+        }
+    }
+    // A reset that begins with the cube already resting in the start region (the forward
+    // push failed to move it out) ends as a success after exactly `consecutive` (3) frames of
+    // ground truth.
+    let mut checked = 0;
+    for w in episodes.windows(2) {
+        let xy = w[0]["object_xy"].as_array().unwrap();
+        let (x, y) = (xy[0].as_f64().unwrap(), xy[1].as_f64().unwrap());
+        if w[0]["direction"] == "forward" && (x - 0.5).abs() < 0.045 && (y + 0.15).abs() < 0.045 {
+            assert_eq!(
+                (
+                    w[1]["direction"].as_str(),
+                    w[1]["reason"].as_str(),
+                    w[1]["steps"].as_u64()
+                ),
+                (Some("backward"), Some("success"), Some(3)),
+                "{w:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no reset began in the start region: {episodes:?}"
+    );
+    let scored: u64 = log["classifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| ["tp", "fp", "tn", "fn_"].map(|k| c[k].as_u64().unwrap()))
+        .sum();
+    assert!(
+        scored >= 300,
+        "the classifier still runs: {scored} frames scored"
+    );
 }
 
 /// The second configuration: the policy sees the scene camera (through its CNN encoder) and

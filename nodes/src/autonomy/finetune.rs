@@ -6,7 +6,9 @@
 //! `publish_every` rounds.
 //!
 //! Rewards come only from the classifier. Ground truth is read for measurement only: the
-//! classifier's confusion against it, and the training episodes' true outcomes.
+//! classifier's confusion against it, and the training episodes' true outcomes. The one
+//! exception is an ablation a user asks for by name (`truth_rewards`): it tells how much of
+//! what the loop leaves undone is the classifier's doing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,11 @@ pub struct FinetuneConfig {
     /// Reward of a success (the classifier's), per-step penalty.
     pub success_reward: f32,
     pub step_penalty: f32,
+    /// Ablation, simulation only: the schedule hears ground-truth success (the cube resting in
+    /// the goal) instead of the classifier's answer, so the rewards and episode ends are what
+    /// a perfect classifier would give. The classifier still runs and its confusion is still
+    /// logged. Off by default; a real robot has no ground truth.
+    pub truth_rewards: bool,
     /// Ground-truth evaluation every this many steps (0: only at the end), episodes per
     /// direction.
     pub eval_every: u64,
@@ -104,6 +111,7 @@ impl Default for FinetuneConfig {
             policy_ema: 0.0,
             success_reward: 1.0,
             step_penalty: 0.0,
+            truth_rewards: false,
             eval_every: 2_500,
             eval_episodes: 20,
             eval_max_s: 20.0,
@@ -459,6 +467,11 @@ pub fn finetune(
             log.classifier[task as usize].add(s, truth);
             window[task as usize].add(s, truth);
         }
+        let success = if cfg.truth_rewards {
+            Some(truth)
+        } else {
+            success
+        };
         let object = plant.object().translation.vector;
         let tool = plant.tcp().translation.vector;
         let mut decision = schedule.tick(plant.time_s(), success, &object, &tool);
@@ -503,6 +516,13 @@ pub fn finetune(
             if let Some(s) = success {
                 log.classifier[task as usize].add(s, truth);
                 window[task as usize].add(s, truth);
+            }
+            let success = if cfg.truth_rewards {
+                Some(truth)
+            } else {
+                success
+            };
+            if let Some(s) = success {
                 if s && reason != Some(EndReason::Success) {
                     reason = Some(EndReason::SuccessAtHome);
                     schedule.confirm_success();

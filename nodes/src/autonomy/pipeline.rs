@@ -521,10 +521,20 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
             None
         };
         say(format!(
-            "reset-free fine-tuning for {} steps (rewards from the classifiers only)",
-            cfg.finetune.steps
+            "reset-free fine-tuning for {} steps ({})",
+            cfg.finetune.steps,
+            if cfg.finetune.truth_rewards {
+                "ABLATION: success from ground truth, not the classifiers (finetune.truth_rewards)"
+            } else {
+                "rewards from the classifiers only"
+            }
         ));
         let tty = std::io::stderr().is_terminal();
+        let heard = if cfg.finetune.truth_rewards {
+            "true successes/episode"
+        } else {
+            "classifier successes/episode"
+        };
         let log = finetune(
             a,
             &mut classifiers,
@@ -534,7 +544,7 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
             &files,
             |p| {
                 let line = format!(
-                    "step {}/{}  episodes {}  forward (last 20) {}  classifier successes/episode {:.2}  learner {:.0} steps/s  eval {}  human resets {}  {:.0} s, {:.0} s left",
+                    "step {}/{}  episodes {}  forward (last 20) {}  {heard} {:.2}  learner {:.0} steps/s  eval {}  human resets {}  {:.0} s, {:.0} s left",
                     p.step,
                     p.total,
                     p.episodes,
