@@ -276,6 +276,26 @@ fn classify(
     Ok(p.is_finite().then(|| p > clf.threshold()))
 }
 
+/// One look at the scene: the classifier's answer is scored against ground truth in each of
+/// `counts` (by task), and the schedule hears it — or, with `truth_rewards`, ground truth.
+/// Returns (what the schedule hears, ground truth).
+fn look(
+    plant: &mut SimPlant,
+    classifiers: &mut Classifiers,
+    dir: Direction,
+    truth_rewards: bool,
+    counts: [&mut [Counts; 2]; 2],
+) -> anyhow::Result<(Option<bool>, bool)> {
+    let success = classify(plant, classifiers, dir)?;
+    let truth = plant.truth(dir).success;
+    if let Some(s) = success {
+        for c in counts {
+            c[task_id(dir) as usize].add(s, truth);
+        }
+    }
+    Ok((if truth_rewards { Some(truth) } else { success }, truth))
+}
+
 /// Where a run writes.
 pub struct RunFiles {
     pub dir: PathBuf,
@@ -461,17 +481,13 @@ pub fn finetune(
             ep_overridden += 1;
         }
         log.qp_failures += u64::from(info.qp_failures);
-        let success = classify(&mut plant, classifiers, dir)?;
-        let truth = plant.truth(dir).success;
-        if let Some(s) = success {
-            log.classifier[task as usize].add(s, truth);
-            window[task as usize].add(s, truth);
-        }
-        let success = if cfg.truth_rewards {
-            Some(truth)
-        } else {
-            success
-        };
+        let (success, truth) = look(
+            &mut plant,
+            classifiers,
+            dir,
+            cfg.truth_rewards,
+            [&mut log.classifier, &mut window],
+        )?;
         let object = plant.object().translation.vector;
         let tool = plant.tcp().translation.vector;
         let mut decision = schedule.tick(plant.time_s(), success, &object, &tool);
@@ -511,17 +527,14 @@ pub fn finetune(
         };
         if homed && second_look {
             // A second look with the arm out of the way.
-            let success = classify(&mut plant, classifiers, dir)?;
-            truth = plant.truth(dir).success;
-            if let Some(s) = success {
-                log.classifier[task as usize].add(s, truth);
-                window[task as usize].add(s, truth);
-            }
-            let success = if cfg.truth_rewards {
-                Some(truth)
-            } else {
-                success
-            };
+            let success;
+            (success, truth) = look(
+                &mut plant,
+                classifiers,
+                dir,
+                cfg.truth_rewards,
+                [&mut log.classifier, &mut window],
+            )?;
             if let Some(s) = success {
                 if s && reason != Some(EndReason::Success) {
                     reason = Some(EndReason::SuccessAtHome);

@@ -520,21 +520,22 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
         } else {
             None
         };
+        let (source, heard) = if cfg.finetune.truth_rewards {
+            (
+                "ABLATION: success from ground truth, not the classifiers (finetune.truth_rewards)",
+                "true successes/episode",
+            )
+        } else {
+            (
+                "rewards from the classifiers only",
+                "classifier successes/episode",
+            )
+        };
         say(format!(
-            "reset-free fine-tuning for {} steps ({})",
-            cfg.finetune.steps,
-            if cfg.finetune.truth_rewards {
-                "ABLATION: success from ground truth, not the classifiers (finetune.truth_rewards)"
-            } else {
-                "rewards from the classifiers only"
-            }
+            "reset-free fine-tuning for {} steps ({source})",
+            cfg.finetune.steps
         ));
         let tty = std::io::stderr().is_terminal();
-        let heard = if cfg.finetune.truth_rewards {
-            "true successes/episode"
-        } else {
-            "classifier successes/episode"
-        };
         let log = finetune(
             a,
             &mut classifiers,

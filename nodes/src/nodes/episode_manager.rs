@@ -64,21 +64,28 @@ impl EpisodeManagerParams {
         self.schedule
             .validate()
             .map_err(|(k, r)| (format!("schedule.{k}"), r))?;
-        if self.schedule.home_s > 0.0 {
-            return Err((
-                "schedule.home_s".into(),
-                "moving the arm home between episodes is done by the pipeline's sim loop only; \
-                 the node graph does not do it yet (set 0)"
-                    .into(),
-            ));
-        }
-        if self.schedule.stall_escape > 0 {
-            return Err((
-                "schedule.stall_escape".into(),
-                "acting with the stall-escape noise is done by the pipeline's sim loop only; \
-                 the node graph does not do it yet (set 0)"
-                    .into(),
-            ));
+        // What only the pipeline's sim loop does is refused here rather than ignored.
+        for (key, on, what) in [
+            (
+                "home_s",
+                self.schedule.home_s > 0.0,
+                "moving the arm home between episodes",
+            ),
+            (
+                "stall_escape",
+                self.schedule.stall_escape > 0,
+                "acting with the stall-escape noise",
+            ),
+        ] {
+            if on {
+                return Err((
+                    format!("schedule.{key}"),
+                    format!(
+                        "{what} is done by the pipeline's sim loop only; \
+                         the node graph does not do it yet (set 0)"
+                    ),
+                ));
+            }
         }
         super::check(
             self.republish_s.is_finite() && self.republish_s > 0.0,
