@@ -38,6 +38,11 @@ pub struct RewardStageConfig {
     /// Successful demos push the cube to a random point up to this far (per axis, metres)
     /// from the goal's centre, so the classifier sees it near the region's edges too.
     pub goal_jitter_m: f64,
+    /// A frame is labelled a success only if ground truth says so and the cube's centre is at
+    /// least this far inside the goal region (metres; 0: the region itself). Successes
+    /// closer to an edge become negatives, so the classifier fires for cubes well inside;
+    /// with `goal_jitter_m` the demos leave cubes on both sides of that line.
+    pub success_margin_m: f64,
     pub hold_s: f64,
     /// After the hold the arm goes home and the scene is recorded this long there (see
     /// `DemoFramesConfig::home_s`; 0: off): frames for the loop's second look with the arm
@@ -60,6 +65,7 @@ impl Default for RewardStageConfig {
             seed: 0,
             wander: true,
             goal_jitter_m: 0.0,
+            success_margin_m: 0.0,
             hold_s: 5.0,
             home_s: 0.0,
             crop: None,
@@ -224,6 +230,24 @@ impl PipelineConfig {
                 format!(
                     "{} is outside [0, 0.05] (the goal region's half size)",
                     self.reward.goal_jitter_m
+                ),
+            );
+        }
+        let half = self
+            .plant
+            .task
+            .goal_region()
+            .half
+            .min(self.plant.task.start_region().half);
+        if !(self.reward.success_margin_m.is_finite()
+            && self.reward.success_margin_m >= 0.0
+            && self.reward.success_margin_m < half)
+        {
+            return e(
+                "reward.success_margin_m",
+                format!(
+                    "{} is outside [0, {half}) (the regions' half size)",
+                    self.reward.success_margin_m
                 ),
             );
         }
@@ -620,9 +644,14 @@ fn train_classifier(
     fc.home_s = r.home_s;
     say(format!("{task}: frames from {} scripted demos", r.episodes));
     let d = demo_frames(&fc, |_, _| {})?;
-    let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
-    for i in 0..d.len() {
-        lf.push(d.frame(i), d.success[i], d.episode[i])?;
+    let (lf, relabelled) =
+        labelled_frames(&d, task, cfg.plant.task.regions(dir_).1, r.success_margin_m)?;
+    if r.success_margin_m > 0.0 {
+        say(format!(
+            "{task}: {relabelled} of {} successful frames lie within {} m of the goal's edge → labelled failures",
+            d.success.iter().filter(|s| **s).count(),
+            r.success_margin_m
+        ));
     }
     let net = CnnConfig {
         crop: r.crop,
@@ -651,6 +680,27 @@ fn train_classifier(
         out.display()
     ));
     Ok(())
+}
+
+/// The classifier's training frames: ground truth's success, but only with the cube's centre at
+/// least `margin` inside `goal`; returns the frames and how many successes the margin turned
+/// into failures.
+fn labelled_frames(
+    d: &rft_sim::DemoFrames,
+    task: &str,
+    goal: rft_sim::Region,
+    margin: f64,
+) -> anyhow::Result<(LabelledFrames, usize)> {
+    let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
+    let mut relabelled = 0;
+    for i in 0..d.len() {
+        let c = d.cube[i];
+        let inside = (f64::from(c[0]) - goal.center.x).abs() <= goal.half - margin
+            && (f64::from(c[1]) - goal.center.y).abs() <= goal.half - margin;
+        relabelled += usize::from(d.success[i] && !inside);
+        lf.push(d.frame(i), d.success[i] && inside, d.episode[i])?;
+    }
+    Ok((lf, relabelled))
 }
 
 fn pretrain(
@@ -976,4 +1026,50 @@ pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
         out.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rft_sim::TaskKind;
+
+    #[test]
+    fn success_margin_relabels_only_successes_near_the_goal_edge() {
+        let goal = TaskKind::Push.goal_region();
+        let (cx, cy, h) = (goal.center.x as f32, goal.center.y as f32, goal.half as f32);
+        // centre, 1 cm inside the +y edge, 3 cm inside the -x edge, and a near miss outside.
+        let cubes = [
+            [cx, cy, 0.02],
+            [cx, cy + h - 0.01, 0.02],
+            [cx - h + 0.03, cy, 0.02],
+            [cx, cy + h + 0.03, 0.02],
+        ];
+        let d = rft_sim::DemoFrames {
+            width: 2,
+            height: 2,
+            rgb: vec![0; 4 * 12],
+            success: vec![true, true, true, false],
+            progress: vec![1.0; 4],
+            episode: vec![0, 0, 1, 2],
+            tcp: vec![[0.0; 3]; 4],
+            cube: cubes.to_vec(),
+            ..Default::default()
+        };
+        let (lf, n) = labelled_frames(&d, "push_forward", goal, 0.02).unwrap();
+        assert_eq!(lf.label, vec![true, false, true, false]);
+        assert_eq!(n, 1);
+        let (lf, n) = labelled_frames(&d, "push_forward", goal, 0.0).unwrap();
+        assert_eq!(lf.label, d.success);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn success_margin_outside_the_region_is_rejected() {
+        let mut cfg = PipelineConfig::default();
+        cfg.reward.success_margin_m = 0.05;
+        let (key, why) = cfg.validate().unwrap_err();
+        assert_eq!(key, "reward.success_margin_m", "{why}");
+        cfg.reward.success_margin_m = 0.02;
+        cfg.validate().unwrap();
+    }
 }
