@@ -801,6 +801,10 @@ pub fn eval_agent(agent: &Agent, cfg: &PipelineConfig) -> anyhow::Result<[EvalRe
 pub fn eval_policy(h: &mut PolicyHandle, cfg: &PipelineConfig) -> anyhow::Result<[EvalResult; 2]> {
     let mut plant = SimPlant::new(&cfg.plant, cfg.eval.seed)?;
     let e = &cfg.eval;
+    say(format!(
+        "evaluating against ground truth: {} episodes per direction",
+        e.episodes
+    ));
     let f = evaluate(
         h,
         &mut plant,
