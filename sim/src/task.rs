@@ -130,7 +130,13 @@ pub struct Region {
 impl Region {
     /// Whether the point's xy lies inside the square.
     pub fn contains_xy(&self, p: &Vector3<f64>) -> bool {
-        (p.x - self.center.x).abs() <= self.half && (p.y - self.center.y).abs() <= self.half
+        self.contains_xy_inset(p, 0.0)
+    }
+
+    /// Whether the point's xy lies at least `inset` inside the square.
+    pub fn contains_xy_inset(&self, p: &Vector3<f64>, inset: f64) -> bool {
+        let h = self.half - inset;
+        (p.x - self.center.x).abs() <= h && (p.y - self.center.y).abs() <= h
     }
 
     /// Where an object of half height `h` rests at the centre.

@@ -694,9 +694,8 @@ fn labelled_frames(
     let mut lf = LabelledFrames::new(d.width, d.height, task.to_string());
     let mut relabelled = 0;
     for i in 0..d.len() {
-        let c = d.cube[i];
-        let inside = (f64::from(c[0]) - goal.center.x).abs() <= goal.half - margin
-            && (f64::from(c[1]) - goal.center.y).abs() <= goal.half - margin;
+        let c = nalgebra::Vector3::from(d.cube[i]).cast::<f64>();
+        let inside = goal.contains_xy_inset(&c, margin);
         relabelled += usize::from(d.success[i] && !inside);
         lf.push(d.frame(i), d.success[i] && inside, d.episode[i])?;
     }
