@@ -463,6 +463,7 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
         ("plant.control_hz=-1", "plant.control_hz"),
         ("reward.home_s=-1.0", "reward.home_s"),
         ("finetune.policy_ema=1.0", "finetune.policy_ema"),
+        ("finetune.lr_final=1.5", "finetune.lr_final"),
         (
             "finetune.schedule.edge_guard_m=0.04",
             "finetune.schedule.edge_guard_m",

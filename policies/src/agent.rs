@@ -843,6 +843,18 @@ impl Agent {
         Ok(())
     }
 
+    /// Scales both optimisers' step sizes to `scale` × the configured `lr_actor` / `lr_critic`
+    /// (a learning-rate schedule sets it before each update; 1 restores them).
+    pub fn set_lr_scale(&mut self, scale: f64) {
+        self.actor_opt.lr = self.cfg.lr_actor * scale;
+        self.critic_opt.lr = self.cfg.lr_critic * scale;
+    }
+
+    /// The actor's and the critics' current step sizes.
+    pub fn learning_rates(&self) -> (f64, f64) {
+        (self.actor_opt.lr, self.critic_opt.lr)
+    }
+
     pub fn num_params(&self) -> usize {
         self.actor_params.num_scalars() + self.critic_params.num_scalars()
     }

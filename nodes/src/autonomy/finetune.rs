@@ -68,6 +68,11 @@ pub struct FinetuneConfig {
     /// smooths the swings of a policy fitted to a changing buffer (0.999: about the last
     /// 1,000 updates).
     pub policy_ema: f64,
+    /// Learning-rate anneal: the actor's and critics' step sizes fall linearly from the
+    /// configured ones (at the first actor update, after the warm-up and critic warm-up) to
+    /// this fraction of them at the last step (1: constant). A policy still moving at full
+    /// step size late in the run can lose what it learnt.
+    pub lr_final: f64,
     /// Reward of a success (the classifier's), per-step penalty.
     pub success_reward: f32,
     pub step_penalty: f32,
@@ -109,6 +114,7 @@ impl Default for FinetuneConfig {
             promote_successes: false,
             publish_every: 50,
             policy_ema: 0.0,
+            lr_final: 1.0,
             success_reward: 1.0,
             step_penalty: 0.0,
             truth_rewards: false,
@@ -395,6 +401,9 @@ pub fn finetune(
     if !(cfg.policy_ema.is_finite() && (0.0..1.0).contains(&cfg.policy_ema)) {
         anyhow::bail!("finetune.policy_ema {} must be in [0, 1)", cfg.policy_ema);
     }
+    if !(cfg.lr_final.is_finite() && (0.0..=1.0).contains(&cfg.lr_final)) {
+        anyhow::bail!("finetune.lr_final {} must be in [0, 1]", cfg.lr_final);
+    }
     prepare_online(agent, cfg.utd, cfg.keep_cql, cfg.bc_weight, cfg.init_alpha)
         .map_err(|e| anyhow::anyhow!("finetune.{e}"))?;
     let grad0 = agent.steps;
@@ -617,6 +626,9 @@ pub fn finetune(
                 &mut batches,
             )?;
             let refs: Vec<&Batch> = batches.iter().collect();
+            if cfg.lr_final < 1.0 {
+                agent.set_lr_scale(lr_scale(cfg, step));
+            }
             if step - cfg.warmup_steps <= cfg.critic_warmup_rounds {
                 agent.update_critics(&refs)?;
             } else {
@@ -760,6 +772,17 @@ pub fn finetune(
 }
 
 /// `avg ← decay · avg + (1 − decay) · w`, tensor by tensor (the same names in the same order).
+/// The learning-rate multiplier at online step `step`: 1 until the first actor update, then
+/// linear to `cfg.lr_final` at `cfg.steps`.
+fn lr_scale(cfg: &FinetuneConfig, step: u64) -> f64 {
+    let first = cfg.warmup_steps + cfg.critic_warmup_rounds;
+    if cfg.lr_final >= 1.0 || step <= first || cfg.steps <= first {
+        return 1.0;
+    }
+    let frac = ((step - first) as f64 / (cfg.steps - first) as f64).min(1.0);
+    1.0 - (1.0 - cfg.lr_final) * frac
+}
+
 fn average_into(
     avg: &mut [(String, candle_core::Tensor)],
     w: &[(String, candle_core::Tensor)],
@@ -797,6 +820,28 @@ pub fn write_json(path: &Path, v: &impl Serialize) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    #[test]
+    fn the_learning_rate_falls_linearly_from_the_first_actor_update_to_lr_final() {
+        let cfg = FinetuneConfig {
+            steps: 1_100,
+            warmup_steps: 50,
+            critic_warmup_rounds: 50,
+            lr_final: 0.1,
+            ..FinetuneConfig::default()
+        };
+        // Full step size through the warm-ups (critic warm-up included).
+        assert_eq!(lr_scale(&cfg, 1), 1.0);
+        assert_eq!(lr_scale(&cfg, 100), 1.0);
+        // Half-way from the first actor update (100) to the end (1,100): half-way to 0.1.
+        assert!((lr_scale(&cfg, 600) - 0.55).abs() < 1e-12);
+        assert!((lr_scale(&cfg, 1_100) - 0.1).abs() < 1e-12);
+        let constant = FinetuneConfig {
+            lr_final: 1.0,
+            ..cfg.clone()
+        };
+        assert_eq!(lr_scale(&constant, 1_100), 1.0);
+    }
 
     #[test]
     fn the_moving_average_moves_by_one_minus_decay_per_update() {

@@ -321,6 +321,12 @@ impl PipelineConfig {
                 format!("{} must be in [0, 1)", f.policy_ema),
             );
         }
+        if !(f.lr_final.is_finite() && (0.0..=1.0).contains(&f.lr_final)) {
+            return e(
+                "finetune.lr_final",
+                format!("{} must be in [0, 1]", f.lr_final),
+            );
+        }
         if self.eval.episodes == 0 && self.stages.contains(&Stage::Eval) {
             return e("eval.episodes", "must be at least 1".into());
         }
