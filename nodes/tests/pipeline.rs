@@ -28,6 +28,8 @@ const SMALL: &[&str] = &[
     "--set",
     "reward.steps=60",
     "--set",
+    "reward.candidates=2",
+    "--set",
     "pretrain.steps=40",
     "--set",
     "pretrain.hidden=[64, 64]",
@@ -96,7 +98,42 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         assert_eq!(c.task(), format!("push/{d}"));
         let t = c.threshold();
         assert!(t > 0.0 && t < 1.0, "{d}: τ {t}");
-        assert!(run.join(format!("reward/{d}/report.json")).is_file());
+        // Two candidates (seeds 0, 1; the backward ones 500, 501): the kept one is saved, its
+        // report is the best-ranked (target precision reached, then recall, then ROC-AUC).
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(
+                &std::fs::read_to_string(run.join(format!("reward/{d}/{f}"))).unwrap(),
+            )
+            .unwrap()
+        };
+        let kept = read("report.json");
+        let tried = read("candidates.json");
+        let tried = tried.as_array().unwrap();
+        let base = if d == "forward" { 0 } else { 500 };
+        let seeds: Vec<u64> = tried.iter().map(|c| c["seed"].as_u64().unwrap()).collect();
+        assert_eq!(seeds, [base, base + 1]);
+        let key = |r: &serde_json::Value| {
+            (
+                r["target_reached"].as_bool().unwrap(),
+                r["val"]["recall"].as_f64().unwrap(),
+                r["val"]["roc_auc"].as_f64().unwrap(),
+            )
+        };
+        assert!(
+            tried.iter().any(|c| c["report"] == kept),
+            "{d}: kept report is no candidate's"
+        );
+        for c in tried {
+            assert!(
+                key(&kept) >= key(&c["report"]),
+                "{d}: a better candidate was dropped"
+            );
+        }
+        assert_eq!(
+            kept["val"]["threshold"].as_f64().unwrap() as f32,
+            t,
+            "{d}: the saved classifier is not the kept candidate"
+        );
     }
     // (3) the pre-trained checkpoint: task-conditioned, 14-D state, 4-D action.
     let pre = checkpoint::load_latest(
@@ -464,6 +501,7 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
         ("reward.home_s=-1.0", "reward.home_s"),
         ("finetune.policy_ema=1.0", "finetune.policy_ema"),
         ("finetune.lr_final=1.5", "finetune.lr_final"),
+        ("reward.candidates=0", "reward.candidates"),
         (
             "finetune.schedule.edge_guard_m=0.04",
             "finetune.schedule.edge_guard_m",
