@@ -48,7 +48,11 @@ fn a_zero_scale_freezes_the_networks_and_one_restores_the_configured_rates() {
     assert_eq!(a.learning_rates(), (0.0, 0.0));
     let before = weights(&a);
     a.update(&refs).unwrap();
-    assert_eq!(weights(&a), before, "a zero learning rate moved the networks");
+    assert_eq!(
+        weights(&a),
+        before,
+        "a zero learning rate moved the networks"
+    );
 
     a.set_lr_scale(0.5);
     assert_eq!(a.learning_rates(), (lr_actor * 0.5, lr_critic * 0.5));
