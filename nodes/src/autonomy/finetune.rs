@@ -771,18 +771,18 @@ pub fn finetune(
     Ok(log)
 }
 
-/// `avg ← decay · avg + (1 − decay) · w`, tensor by tensor (the same names in the same order).
 /// The learning-rate multiplier at online step `step`: 1 until the first actor update, then
 /// linear to `cfg.lr_final` at `cfg.steps`.
 fn lr_scale(cfg: &FinetuneConfig, step: u64) -> f64 {
     let first = cfg.warmup_steps + cfg.critic_warmup_rounds;
-    if cfg.lr_final >= 1.0 || step <= first || cfg.steps <= first {
+    if step <= first || cfg.steps <= first {
         return 1.0;
     }
     let frac = ((step - first) as f64 / (cfg.steps - first) as f64).min(1.0);
     1.0 - (1.0 - cfg.lr_final) * frac
 }
 
+/// `avg ← decay · avg + (1 − decay) · w`, tensor by tensor (the same names in the same order).
 fn average_into(
     avg: &mut [(String, candle_core::Tensor)],
     w: &[(String, candle_core::Tensor)],

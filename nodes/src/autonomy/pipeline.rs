@@ -650,7 +650,7 @@ fn train_classifier(
     dev: &candle_core::Device,
 ) -> anyhow::Result<()> {
     let r = &cfg.reward;
-    let n = r.candidates.max(1);
+    let n = r.candidates;
     let mut best: Option<(usize, CnnClassifier, TrainReport)> = None;
     let mut tried = Vec::new();
     for i in 0..n {
