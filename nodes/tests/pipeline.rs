@@ -341,12 +341,44 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         "2",
         "--direction",
         "forward",
+        "--episodes-csv",
+        tmp.path().join("eval.csv").to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
     assert!(
         text.contains("push forward: success") && text.contains("/2, 95% CI"),
         "{text}"
     );
+    // Every episode in the CSV, its outcome matching the printed rate.
+    let csv = std::fs::read_to_string(tmp.path().join("eval.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert_eq!(
+        (rows[0][0], rows[0][1], rows[1][1]),
+        ("forward", "5000000", "5000001"),
+        "{csv}"
+    );
+    let wins = rows.iter().filter(|r| r[2] == "true").count();
+    assert!(
+        text.contains(&format!("({wins}/2, 95% CI")),
+        "{text}\n{csv}"
+    );
+    for r in &rows {
+        let f = |i: usize| r[i].parse::<f64>().unwrap();
+        // time ≤ 2 s; closest approach ≤ final distance; moved = |final − start|.
+        assert!(f(3) <= 2.0 + 1e-9 && f(10) <= f(9) + 1e-4, "{csv}");
+        assert!(
+            (f(8) - (f(6) - f(4)).hypot(f(7) - f(5))).abs() < 2e-4,
+            "{csv}"
+        );
+    }
+    if wins < 2 {
+        assert!(text.contains("failed:"), "{text}");
+    }
 
     // The ground-truth ablation (`finetune.truth_rewards`), fine-tuning again from this run's
     // demos, classifiers and pre-trained policy: every success the loop ends on is a true

@@ -4,7 +4,7 @@
 //! the classifiers only, (5) evaluation against ground truth. Each stage writes its artifacts
 //! under the run directory; a stage given an existing artifact skips its work.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::action::ACTION_DIM;
 use super::demos::{DemoConfig, collect, successes};
-use super::eval::{EvalResult, evaluate};
+use super::eval::{EvalEpisode, EvalResult, evaluate, failure_summary};
 use super::finetune::{Classifiers, FinetuneConfig, FinetuneLog, RunFiles, finetune, write_json};
 use super::plant::ObservationKind;
 use super::plant::{PlantConfig, SimPlant};
@@ -1048,6 +1048,9 @@ pub struct EvalArgs {
     pub config: Option<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Write every episode (start, end, closest approach to the goal) to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub episodes_csv: Option<PathBuf>,
 }
 
 /// Loads the policy `rft eval --checkpoint` names.
@@ -1101,6 +1104,15 @@ pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
             spec.num_tasks
         );
     }
+    let mut csv = match &a.episodes_csv {
+        Some(p) => {
+            let mut f = std::fs::File::create(p)
+                .with_context(|| format!("--episodes-csv {}", p.display()))?;
+            writeln!(f, "{}", EvalEpisode::CSV_HEADER)?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut h = PolicyHandle::new(policy, a.seed);
     let mut plant = SimPlant::new(&cfg.plant, a.seed)?;
     let mut out = Vec::new();
@@ -1115,7 +1127,19 @@ pub fn eval_cli(a: &EvalArgs) -> anyhow::Result<Vec<EvalResult>> {
                 .map(|t| format!(", {t:.1} s to success on average"))
                 .unwrap_or_default()
         );
+        let failures = failure_summary(&r.episodes);
+        if !failures.is_empty() {
+            println!("  {failures}");
+        }
+        if let Some(f) = csv.as_mut() {
+            for e in &r.episodes {
+                writeln!(f, "{}", e.csv_row(d.name()))?;
+            }
+        }
         out.push(r);
+    }
+    if let Some(p) = &a.episodes_csv {
+        println!("episodes written to {}", p.display());
     }
     Ok(out)
 }
