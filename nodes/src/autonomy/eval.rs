@@ -160,7 +160,6 @@ pub fn evaluate(
     let steps = (max_s * plant.config().control_hz).round().max(1.0) as usize;
     let (mut obs, mut img) = (Vec::new(), Vec::new());
     let mut a = [0.0f32; ACTION_DIM];
-    let (mut ok, mut time) = (0, 0.0);
     let mut records = Vec::with_capacity(episodes);
     let xy = |p: &SimPlant| {
         let v = p.object().translation.vector;
@@ -181,8 +180,6 @@ pub fn evaluate(
             truth = plant.truth(dir);
             min_distance_m = min_distance_m.min(truth.distance_m);
             if truth.success {
-                ok += 1;
-                time += plant.time_s() - t0;
                 break;
             }
         }
@@ -196,10 +193,15 @@ pub fn evaluate(
             min_distance_m,
         });
     }
+    let won: Vec<f64> = records
+        .iter()
+        .filter(|e| e.success)
+        .map(|e| e.time_s)
+        .collect();
     Ok(EvalResult {
         direction: dir.name().into(),
-        rate: Rate::new(ok, episodes),
-        mean_time_s: (ok > 0).then(|| time / ok as f64),
+        rate: Rate::new(won.len(), episodes),
+        mean_time_s: (!won.is_empty()).then(|| won.iter().sum::<f64>() / won.len() as f64),
         episodes: records,
     })
 }
