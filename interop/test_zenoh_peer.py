@@ -163,3 +163,38 @@ def test_rft_drops_samples_without_attachment_and_garbage(peer, typestore):
     # echo prints every sample it gets; the garbage one cannot be decoded and says so.
     assert "frame_id: 'base'" in out
     assert "cannot decode sensor_msgs/msg/JointState" in out or out.count("frame_id: 'base'") == 3
+
+
+def test_a_launch_over_zenoh_lists_one_node_token_per_running_node(peer, tmp_path):
+    """What `ros2 node list` reads over rmw_zenoh: every running node of a launch has exactly one
+    NN liveliness token with its name, for as long as it runs, and its topics name it too."""
+    session, endpoint = peer
+    running = {"robot", "safety", "commander", "recorder"}
+    proc = rft_spawn("launch", "launch/sim_dry_run.toml", "--set", "pipeline.enabled=false",
+                     "--set", "bus.kind=zenoh", "--set", f'bus.zenoh.connect=["{endpoint}"]',
+                     # The sinusoidal commander instead of the policy loop (no artifacts needed).
+                     "--set", "nodes.2.enabled=true",
+                     *[a for n in (3, 4, 5, 6) for a in ("--set", f"nodes.{n}.enabled=false")],
+                     "--set", "duration_s=120", "--set", f"runs_dir=\"{tmp_path}\"")
+
+    def node_tokens():
+        keys = [str(r.ok.key_expr) for r in session.liveliness().get("@ros2_lv/0/**", timeout=2.0)
+                if r.ok]
+        return keys, [k.split("/")[8] for k in keys if k.split("/")[5] == "NN"]
+
+    try:
+        keys, names = wait_for(lambda: (t := node_tokens()) and running <= set(t[1]) and t,
+                               timeout=30, what="NN tokens of robot, safety, commander, recorder")
+        # Still there a while later (tokens live as long as the node, not as its constructor).
+        wait_for(lambda: proc.poll() is None and any(
+            "/MP/%/%/robot/%joint_states/" in k for k in node_tokens()[0]), timeout=10,
+            what="the robot's /joint_states publisher token")
+        keys, names = node_tokens()
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert sorted(names) == sorted(running), names
+    # Every rft entity token names a node that has its NN token.
+    entity_nodes = {k.split("/")[8] for k in keys if k.split("/")[5] in ("MP", "MS")}
+    assert entity_nodes and entity_nodes <= running, entity_nodes

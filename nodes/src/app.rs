@@ -137,14 +137,14 @@ pub fn prepare_in(launch: &Launch, only: Option<&str>, dir: Option<PathBuf>) -> 
         .filter(|n| only.is_none_or(|o| o == n.entry.name))
     {
         let wake = Arc::new(Signal::default());
-        let handle = bus.node(&spec.entry.name, spec.entry.remap.clone(), wake.clone())?;
+        let handle = bus.node(&spec.entry.name, spec.entry.remap.clone(), wake)?;
         let node = nodes::create(spec, &handle, &ctx)?;
         let stage = if spec.params.is_observer() {
             Stage::Observer
         } else {
             Stage::Normal
         };
-        runtime.add_in_stage(node, wake, stage);
+        runtime.add_with_handle(node, handle, stage);
     }
     Ok(Prepared {
         runtime,

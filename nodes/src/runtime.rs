@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rft_msgs::Time;
 
-use crate::bus::Signal;
+use crate::bus::{NodeHandle, Signal};
 use crate::error::{Error, Result};
 
 /// Longest a node thread sleeps before it looks at the shutdown flag again.
@@ -204,6 +204,10 @@ struct Entry {
     node: Box<dyn Node>,
     wake: Arc<Signal>,
     stage: Stage,
+    /// The node's place in the bus graph (its liveliness token over zenoh), kept as long as
+    /// the node runs: a node that keeps only its publishers would otherwise vanish from
+    /// `ros2 node list` while its topics stay.
+    handle: Option<NodeHandle>,
 }
 
 /// Runs nodes, one thread each.
@@ -246,7 +250,23 @@ impl Runtime {
 
     /// Adds a node that stops in the given shutdown stage.
     pub fn add_in_stage(&mut self, node: Box<dyn Node>, wake: Arc<Signal>, stage: Stage) {
-        self.entries.push(Entry { node, wake, stage });
+        self.entries.push(Entry {
+            node,
+            wake,
+            stage,
+            handle: None,
+        });
+    }
+
+    /// Adds a node built on `handle`: the runtime wakes it on the handle's signal and keeps the
+    /// handle (the node's declaration in the graph) until the node has stopped.
+    pub fn add_with_handle(&mut self, node: Box<dyn Node>, handle: NodeHandle, stage: Stage) {
+        self.entries.push(Entry {
+            node,
+            wake: handle.wake_signal().clone(),
+            stage,
+            handle: Some(handle),
+        });
     }
 
     /// Runs until `duration` passes (on the runtime's clock) or shutdown is triggered.
@@ -268,7 +288,13 @@ impl Runtime {
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         ];
-        for Entry { node, wake, stage } in entries {
+        for Entry {
+            node,
+            wake,
+            stage,
+            handle,
+        } in entries
+        {
             let name = node.name().to_string();
             shutdown.register(wake.clone());
             if let Clock::Sim(s) = &clock {
@@ -280,7 +306,12 @@ impl Runtime {
             let w = wake.clone();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run_node(node, w, c, sd, stop, st))
+                .spawn(move || {
+                    let error = run_node(node, w, c, sd, stop, st);
+                    // The node leaves the graph only once it has stopped.
+                    drop(handle);
+                    error
+                })
                 .map_err(|e| Error::Io {
                     context: format!("spawning thread for node {name}"),
                     source: e,
