@@ -72,12 +72,15 @@ def test_rft_record_output_reads_back_with_mcap_and_rosbags(typestore, tmp_path)
 
 
 def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
-    rft("launch", "launch/sim_dry_run.toml", "--set", "pipeline.enabled=false",
+    proc = rft("launch", "launch/sim_dry_run.toml", "--set", "pipeline.enabled=false",
         # The sinusoidal commander instead of the policy loop (no artifacts needed).
         "--set", "nodes.2.enabled=true", *[a for n in (3, 4, 5, 6) for a in ("--set", f"nodes.{n}.enabled=false")],
         "--set", "duration_s=1.5", "--set", f"runs_dir=\"{tmp_path}\"",
         timeout=60)
     (run_dir,) = list(tmp_path.iterdir())
+    # The log went to a pipe, not a terminal: plain text, no ANSI colour codes.
+    assert "launch running" in proc.stderr and "all nodes stopped" in proc.stderr, proc.stderr
+    assert "\x1b[" not in proc.stderr, proc.stderr[:500]
     assert (run_dir / "launch.toml").read_text().count("[[nodes]]") == 8
     header, msgs = read_all(run_dir / "events.mcap")
     topics = {}

@@ -342,7 +342,12 @@ fn run_launch(
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal: a log redirected to a file or read by another
+    // program gets plain text (and NO_COLOR, https://no-color.org, turns it off everywhere).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zenoh=warn")),
