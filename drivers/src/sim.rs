@@ -3,6 +3,7 @@
 //! states, RGB and depth images, camera info and ground-truth poses out.
 
 use nalgebra::{Isometry3, Point3};
+use rft_config::ConfigError;
 use rft_msgs::{
     CameraInfo, Float64MultiArray, Header, Image, JointState, Point, Pose, PoseStamped, Quaternion,
     Time,
@@ -97,9 +98,9 @@ impl Default for CameraSpec {
 }
 
 impl CameraSpec {
-    /// Checks sizes, rates and the mount; errors are `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |k: &str, r: String| Err((k.to_string(), r));
+    /// Checks sizes, rates and the mount; errors name the key.
+    pub fn validate(&self) -> rft_config::Result<()> {
+        let bad = |k: &str, r: String| Err(ConfigError::new(k.to_string(), r));
         if !(8..=1920).contains(&self.width) || !(8..=1080).contains(&self.height) {
             return bad(
                 "width",

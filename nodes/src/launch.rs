@@ -197,8 +197,10 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
     if let Some(p) = &f.pipeline
         && p.enabled
     {
-        p.validate()
-            .map_err(|(k, r)| err(&format!("pipeline.{k}"), r))?;
+        p.validate().map_err(|e| {
+            let e = e.under("pipeline");
+            err(&e.key, e.reason)
+        })?;
     }
     if !(f.progress_s.is_finite() && f.progress_s > 0.0) {
         return Err(err(
@@ -278,17 +280,17 @@ fn validate(path: &Path, f: &LaunchFile) -> Result<Vec<NodeSpec>> {
                     .map_err(|reason| err(&k(&format!("remap.\"{from}\"")), reason))?;
             }
         }
-        let mut params = NodeParams::parse(&n.kind, &n.params).map_err(|(key, reason)| {
-            if key.is_empty() {
-                err(&k("kind"), reason)
+        let mut params = NodeParams::parse(&n.kind, &n.params).map_err(|e| {
+            if e.key.is_empty() {
+                err(&k("kind"), e.reason)
             } else {
-                err(&k(&format!("params.{key}")), reason)
+                err(&k(&format!("params.{}", e.key)), e.reason)
             }
         })?;
         params.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         params
             .validate()
-            .map_err(|(key, reason)| err(&k(&format!("params.{key}")), reason))?;
+            .map_err(|e| err(&k(&format!("params.{}", e.key)), e.reason))?;
         if n.enabled {
             specs.push(NodeSpec {
                 entry: n.clone(),

@@ -7,6 +7,7 @@
 //!
 //! Criterion measures the mean over recorded (q, u_prev, u_ref) states; a separate pass prints
 //! `PCT` lines with p50/p99 and the heap allocations per step, counted by a global allocator.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 use std::path::Path;

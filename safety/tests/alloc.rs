@@ -1,5 +1,6 @@
 //! The filter step allocates nothing once warmed up, on every path: closed form, active set,
 //! widened acceleration box and slack. Counted by a global allocator (per thread).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use nalgebra::{DVector, Matrix6xX, Point3};
 use rand::rngs::StdRng;

@@ -1,5 +1,6 @@
 //! The CBF-QP: KKT conditions on random QPs, pass-through of safe references, and forward
 //! invariance of the safe set under random and adversarial commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use nalgebra::{DVector, Matrix6xX, Point3, Vector3};
 use rand::rngs::StdRng;

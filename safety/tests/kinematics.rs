@@ -1,5 +1,6 @@
 //! Kinematics of the repo's Panda URDF against an independent modified-DH chain, Jacobians
 //! against finite differences, differential IK, and bad URDFs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::f64::consts::{FRAC_PI_2, FRAC_PI_4};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Fault handling: each fail-safe cause stops the arm within one control period with the right
 //! reason, and motion resumes only under the stated conditions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use rft_safety::watchdog::{Mode, StopReason, Watchdog, WatchdogConfig};
 

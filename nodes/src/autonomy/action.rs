@@ -6,6 +6,7 @@ use nalgebra::{Isometry3, UnitQuaternion, Vector3, Vector6};
 use serde::{Deserialize, Serialize};
 
 use super::obs::yaw_of;
+use rft_config::ConfigError;
 
 /// Number of action values the policy outputs.
 pub const ACTION_DIM: usize = 4;
@@ -37,7 +38,7 @@ impl Default for ActionMap {
 }
 
 impl ActionMap {
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         for (k, v) in [
             ("max_linear_m_s", self.max_linear_m_s),
             ("max_yaw_rad_s", self.max_yaw_rad_s),
@@ -45,12 +46,15 @@ impl ActionMap {
             ("max_hold_rad_s", self.max_hold_rad_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err((k.into(), format!("{v} must be a positive number")));
+                return Err(ConfigError::new(
+                    k,
+                    format!("{v} must be a positive number"),
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.gripper) {
-            return Err((
-                "gripper".into(),
+            return Err(ConfigError::new(
+                "gripper",
                 format!("{} is outside [0, 1]", self.gripper),
             ));
         }

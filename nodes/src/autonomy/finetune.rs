@@ -370,7 +370,7 @@ pub fn finetune(
 ) -> anyhow::Result<FinetuneLog> {
     cfg.schedule
         .validate()
-        .map_err(|(k, r)| anyhow::anyhow!("finetune.schedule.{k}: {r}"))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.under("finetune.schedule")))?;
     let obs_dim = plant_cfg.obs_dim();
     let image_shape = plant_cfg.image_shape();
     if agent.cfg.obs_dim != obs_dim || agent.cfg.act_dim != ACTION_DIM {

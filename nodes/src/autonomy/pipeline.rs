@@ -24,6 +24,7 @@ use super::eval::{EvalEpisode, EvalResult, evaluate, failure_summary};
 use super::finetune::{Classifiers, FinetuneConfig, FinetuneLog, RunFiles, finetune, write_json};
 use super::plant::ObservationKind;
 use super::plant::{PlantConfig, SimPlant};
+use rft_config::ConfigError;
 use rft_policies::nets::EncoderConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,11 +198,9 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     /// Checks every value before anything runs; errors name the key.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let e = |k: &str, r: String| Err((k.to_string(), r));
-        self.plant
-            .validate()
-            .map_err(|(k, r)| (format!("plant.{k}"), r))?;
+    pub fn validate(&self) -> rft_config::Result<()> {
+        let e = |k: &str, r: String| Err(ConfigError::new(k.to_string(), r));
+        self.plant.validate().map_err(|e| e.under("plant"))?;
         if self.plant.task != rft_sim::TaskKind::Push {
             return e(
                 "plant.task",
@@ -211,7 +210,7 @@ impl PipelineConfig {
         self.finetune
             .schedule
             .validate()
-            .map_err(|(k, r)| (format!("finetune.schedule.{k}"), r))?;
+            .map_err(|e| e.under("finetune.schedule"))?;
         let d = &self.demos;
         if d.episodes_per_direction == 0 {
             return e("demos.episodes_per_direction", "must be at least 1".into());
@@ -283,11 +282,13 @@ impl PipelineConfig {
         if !(0.0..=1.0).contains(&self.reward.target_precision) {
             return e("reward.target_precision", "must be in [0, 1]".into());
         }
-        let algo: Algorithm = self
-            .pretrain
-            .algorithm
-            .parse()
-            .map_err(|x: rft_policies::Error| ("pretrain.algorithm".to_string(), x.to_string()))?;
+        let algo: Algorithm =
+            self.pretrain
+                .algorithm
+                .parse()
+                .map_err(|x: rft_policies::Error| {
+                    ConfigError::new("pretrain.algorithm".to_string(), x.to_string())
+                })?;
         if !matches!(algo, Algorithm::Calql | Algorithm::Cql | Algorithm::Bc) {
             return e(
                 "pretrain.algorithm",
@@ -418,7 +419,7 @@ fn check_run_dir(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<()> {
 
 pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> {
     cfg.validate()
-        .map_err(|(k, r)| anyhow::anyhow!("pipeline.{k}: {r}"))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.under("pipeline")))?;
     check_run_dir(cfg, dir)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut s = PipelineSummary::default();
@@ -540,15 +541,13 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> anyhow::Result<PipelineSummary> 
                 "the finetune stage needs a pre-trained policy (pretrain stage or pretrain.checkpoint)"
             );
         };
-        if clfs.len() != 2 {
+        let mut it = clfs.into_iter();
+        let (Some((f, ft)), Some((b, bt)), None) = (it.next(), it.next(), it.next()) else {
             anyhow::bail!(
                 "the finetune stage needs both success classifiers (reward stage or reward.forward / reward.backward)"
             );
-        }
+        };
         let t = std::time::Instant::now();
-        let mut it = clfs.into_iter();
-        let (f, ft) = it.next().expect("two classifiers");
-        let (b, bt) = it.next().expect("two classifiers");
         let mut classifiers = Classifiers {
             forward: (Box::new(f) as Box<dyn SuccessClassifier>, ft),
             backward: (Box::new(b) as Box<dyn SuccessClassifier>, bt),
@@ -986,7 +985,7 @@ pub fn read_config(
 pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
     let (path, cfg) = read_config(a.config.as_deref(), &a.set)?;
     cfg.validate()
-        .map_err(|(k, r)| anyhow::anyhow!("{}: pipeline.{k}: {r}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.under("pipeline")))?;
     let dir = crate::learntools::run_dir(a.out.as_deref(), "pipeline");
     check_run_dir(&cfg, &dir)?;
     std::fs::create_dir_all(&dir)?;
@@ -1212,7 +1211,7 @@ mod tests {
     fn success_margin_outside_the_region_is_rejected() {
         let mut cfg = PipelineConfig::default();
         cfg.reward.success_margin_m = 0.05;
-        let (key, why) = cfg.validate().unwrap_err();
+        let rft_config::ConfigError { key, reason: why } = cfg.validate().unwrap_err();
         assert_eq!(key, "reward.success_margin_m", "{why}");
         cfg.reward.success_margin_m = 0.02;
         cfg.validate().unwrap();

@@ -15,7 +15,8 @@ use super::action::ActionMap;
 use rft_policies::replay::ImageShape;
 
 use super::obs::{PROPRIO_OBS_DIM, STATE_OBS_DIM, proprio_obs, state_obs};
-use crate::nodes::SafetyFilterParams;
+use rft_config::ConfigError;
+use rft_safety::SafetyConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,8 +61,8 @@ impl Default for PlantConfig {
             camera_width: 128,
             camera_height: 128,
             action: ActionMap::default(),
-            workspace_min: [0.2, -0.5, 0.01],
-            workspace_max: [0.8, 0.5, 0.8],
+            workspace_min: rft_safety::config::DEFAULT_WORKSPACE_MIN,
+            workspace_max: rft_safety::config::DEFAULT_WORKSPACE_MAX,
             observation: ObservationKind::State,
             policy_image_size: 64,
         }
@@ -69,26 +70,17 @@ impl Default for PlantConfig {
 }
 
 impl PlantConfig {
-    /// The safety filter's parameters: the launch file's defaults with this plant's URDF,
-    /// rate, workspace and speed limits.
-    pub fn safety_params(&self) -> Result<SafetyFilterParams, (String, String)> {
-        let mut t = toml::Table::new();
-        t.insert("urdf".into(), self.urdf.display().to_string().into());
-        t.insert("joint_state_rate_hz".into(), self.safety_hz.into());
-        let arr = |v: [f64; 3]| toml::Value::Array(v.iter().map(|x| (*x).into()).collect());
-        t.insert("workspace_min".into(), arr(self.workspace_min));
-        t.insert("workspace_max".into(), arr(self.workspace_max));
-        t.insert("max_linear_m_s".into(), self.action.max_linear_m_s.into());
-        t.insert(
-            "max_angular_rad_s".into(),
-            self.action
-                .max_yaw_rad_s
-                .max(self.action.max_hold_rad_s)
-                .into(),
-        );
-        let p: SafetyFilterParams = toml::Value::Table(t)
-            .try_into()
-            .map_err(|e| ("safety".to_string(), e.to_string()))?;
+    /// The safety filter's configuration: its defaults with this plant's URDF, rate, workspace
+    /// and speed limits.
+    pub fn safety_config(&self) -> rft_config::Result<SafetyConfig> {
+        let p = SafetyConfig {
+            joint_state_rate_hz: self.safety_hz,
+            workspace_min: self.workspace_min,
+            workspace_max: self.workspace_max,
+            max_linear_m_s: self.action.max_linear_m_s,
+            max_angular_rad_s: self.action.max_yaw_rad_s.max(self.action.max_hold_rad_s),
+            ..SafetyConfig::new(self.urdf.clone())
+        };
         p.validate()?;
         Ok(p)
     }
@@ -110,14 +102,14 @@ impl PlantConfig {
         })
     }
 
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         let ok = |v: f64| v.is_finite() && v > 0.0;
         if !(ok(self.control_hz) && ok(self.safety_hz) && ok(self.physics_hz)) {
-            return Err(("control_hz".into(), "rates must be positive".into()));
+            return Err(ConfigError::new("control_hz", "rates must be positive"));
         }
         if self.safety_hz < self.control_hz || self.physics_hz < self.safety_hz {
-            return Err((
-                "safety_hz".into(),
+            return Err(ConfigError::new(
+                "safety_hz",
                 format!(
                     "need control_hz ({}) ≤ safety_hz ({}) ≤ physics_hz ({})",
                     self.control_hz, self.safety_hz, self.physics_hz
@@ -125,20 +117,18 @@ impl PlantConfig {
             ));
         }
         if !(16..=256).contains(&self.policy_image_size) {
-            return Err((
-                "policy_image_size".into(),
+            return Err(ConfigError::new(
+                "policy_image_size",
                 format!("{} is outside 16…256 pixels", self.policy_image_size),
             ));
         }
         if self.camera_width < 16 || self.camera_height < 16 {
-            return Err((
-                "camera_width".into(),
-                "the camera needs at least 16×16".into(),
+            return Err(ConfigError::new(
+                "camera_width",
+                "the camera needs at least 16×16",
             ));
         }
-        self.action
-            .validate()
-            .map_err(|(k, r)| (format!("action.{k}"), r))?;
+        self.action.validate().map_err(|e| e.under("action"))?;
         Ok(())
     }
 }
@@ -190,7 +180,7 @@ impl SimPlant {
     /// The scene for the forward task, randomised by `seed`.
     pub fn new(cfg: &PlantConfig, seed: u64) -> anyhow::Result<Self> {
         cfg.validate()
-            .map_err(|(k, r)| anyhow::anyhow!("plant.{k}: {r}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", e.under("plant")))?;
         let sim = Sim::new(SimConfig {
             urdf: cfg.urdf.clone(),
             task: cfg.task,
@@ -199,11 +189,11 @@ impl SimPlant {
             ..SimConfig::default()
         })?;
         let params = cfg
-            .safety_params()
-            .map_err(|(k, r)| anyhow::anyhow!("safety.{k}: {r}"))?;
+            .safety_config()
+            .map_err(|e| anyhow::anyhow!("{}", e.under("safety")))?;
         let (filter, ik) = params
             .filter_and_ik(sim.q())
-            .map_err(|(k, r)| anyhow::anyhow!("safety.{k}: {r}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", e.under("safety")))?;
         let n = sim.q().len();
         let per_control = (cfg.safety_hz / cfg.control_hz).round().max(1.0) as usize;
         let per_safety = (cfg.physics_hz / cfg.safety_hz).round().max(1.0) as usize;

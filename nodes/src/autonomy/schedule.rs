@@ -7,6 +7,7 @@
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
 
+use rft_config::ConfigError;
 use rft_sim::Direction;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,13 +221,13 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         if self.consecutive == 0 {
-            return Err(("consecutive".into(), "must be at least 1".into()));
+            return Err(ConfigError::new("consecutive", "must be at least 1"));
         }
         if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
-            return Err((
-                "timeout_s".into(),
+            return Err(ConfigError::new(
+                "timeout_s",
                 format!("{} must be > 0", self.timeout_s),
             ));
         }
@@ -236,12 +237,12 @@ impl ScheduleConfig {
             ("edge_guard_m", self.edge_guard_m),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err((k.into(), format!("{v} must be ≥ 0")));
+                return Err(ConfigError::new(k, format!("{v} must be ≥ 0")));
             }
         }
         if !(0.0..1.0).contains(&self.posture_reset_overridden) {
-            return Err((
-                "posture_reset_overridden".into(),
+            return Err(ConfigError::new(
+                "posture_reset_overridden",
                 format!(
                     "{} must be in [0, 1) (a share of an episode's steps; 0 disables)",
                     self.posture_reset_overridden
@@ -249,7 +250,10 @@ impl ScheduleConfig {
             ));
         }
         if !(self.home_s.is_finite() && self.home_s >= 0.0) {
-            return Err(("home_s".into(), format!("{} must be ≥ 0", self.home_s)));
+            return Err(ConfigError::new(
+                "home_s",
+                format!("{} must be ≥ 0", self.home_s),
+            ));
         }
         for (k, on) in [
             ("confirm_at_home", self.confirm_at_home),
@@ -261,9 +265,9 @@ impl ScheduleConfig {
             ),
         ] {
             if on && self.home_s <= 0.0 {
-                return Err((
-                    k.into(),
-                    "needs the arm to go home between episodes (home_s > 0)".into(),
+                return Err(ConfigError::new(
+                    k,
+                    "needs the arm to go home between episodes (home_s > 0)",
                 ));
             }
         }
@@ -271,8 +275,8 @@ impl ScheduleConfig {
             && self.stall_explore_std > 0.0
             && self.stall_explore_std <= 1.0)
         {
-            return Err((
-                "stall_explore_std".into(),
+            return Err(ConfigError::new(
+                "stall_explore_std",
                 format!("{} must be in (0, 1]", self.stall_explore_std),
             ));
         }
@@ -280,8 +284,8 @@ impl ScheduleConfig {
             && self.stalled_episodes > 0
             && self.stall_escape >= self.stalled_episodes
         {
-            return Err((
-                "stall_escape".into(),
+            return Err(ConfigError::new(
+                "stall_escape",
                 format!(
                     "{} must be below stalled_episodes ({}): the pause for a human would come first",
                     self.stall_escape, self.stalled_episodes
@@ -289,21 +293,21 @@ impl ScheduleConfig {
             ));
         }
         if self.edge_guard_m > 0.0 && self.reach.is_none() {
-            return Err((
-                "edge_guard_m".into(),
-                "needs the `reach` area whose edge it guards".into(),
+            return Err(ConfigError::new(
+                "edge_guard_m",
+                "needs the `reach` area whose edge it guards",
             ));
         }
         if !self.off_table_z.is_finite() {
-            return Err(("off_table_z".into(), "must be finite".into()));
+            return Err(ConfigError::new("off_table_z", "must be finite"));
         }
         if let Some(a) = &self.reach
             && !(a.min.iter().chain(&a.max).all(|v| v.is_finite())
                 && a.min[0] < a.max[0]
                 && a.min[1] < a.max[1])
         {
-            return Err((
-                "reach".into(),
+            return Err(ConfigError::new(
+                "reach",
                 format!(
                     "min {:?} must be finite and below max {:?} on both axes",
                     a.min, a.max
@@ -733,7 +737,7 @@ mod tests {
         assert!(EndReason::SuccessAtHome.is_success() && !EndReason::Timeout.is_success());
         // Without the arm going home there is nothing to look at.
         let bad = ScheduleConfig { home_s: 0.0, ..cfg };
-        assert_eq!(bad.validate().unwrap_err().0, "confirm_at_home");
+        assert_eq!(bad.validate().unwrap_err().key, "confirm_at_home");
     }
 
     #[test]
@@ -751,7 +755,10 @@ mod tests {
             with(f64::NAN, 4.0),
             with(0.5, 0.0),
         ] {
-            let (k, why) = bad.validate().unwrap_err();
+            let rft_config::ConfigError {
+                key: k,
+                reason: why,
+            } = bad.validate().unwrap_err();
             assert_eq!(k, "posture_reset_overridden", "{why}");
         }
     }
@@ -792,7 +799,7 @@ mod tests {
             verify_at_home: VerifyAtHome::Forward,
             ..Default::default()
         };
-        assert_eq!(cfg.validate().unwrap_err().0, "verify_at_home");
+        assert_eq!(cfg.validate().unwrap_err().key, "verify_at_home");
     }
 
     #[test]
@@ -854,7 +861,7 @@ mod tests {
                 },
             ),
         ] {
-            assert_eq!(bad.validate().unwrap_err().0, k);
+            assert_eq!(bad.validate().unwrap_err().key, k);
         }
     }
 
@@ -924,7 +931,7 @@ mod tests {
             }),
             ..cfg
         };
-        assert_eq!(bad.validate().unwrap_err().0, "reach");
+        assert_eq!(bad.validate().unwrap_err().key, "reach");
     }
 
     #[test]
@@ -1002,7 +1009,7 @@ mod tests {
             Decision::Continue
         );
         let bad = ScheduleConfig { reach: None, ..cfg };
-        assert_eq!(bad.validate().unwrap_err().0, "edge_guard_m");
+        assert_eq!(bad.validate().unwrap_err().key, "edge_guard_m");
     }
 
     #[test]
@@ -1130,7 +1137,10 @@ mod tests {
                 "stall_escape",
             ),
         ] {
-            let (k, why) = bad.validate().unwrap_err();
+            let rft_config::ConfigError {
+                key: k,
+                reason: why,
+            } = bad.validate().unwrap_err();
             assert_eq!(k, key, "{why}");
         }
         ScheduleConfig {

@@ -24,6 +24,7 @@ use crate::autonomy::schedule::{Decision, Schedule, ScheduleConfig};
 use crate::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use crate::error::Result;
 use crate::runtime::{Node, StepCtx};
+use rft_config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,10 +61,8 @@ fn default_republish() -> f64 {
 }
 
 impl EpisodeManagerParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
-        self.schedule
-            .validate()
-            .map_err(|(k, r)| (format!("schedule.{k}"), r))?;
+    pub fn validate(&self) -> rft_config::Result<()> {
+        self.schedule.validate().map_err(|e| e.under("schedule"))?;
         // What only the pipeline's sim loop does is refused here rather than ignored.
         for (key, on, what) in [
             (
@@ -78,7 +77,7 @@ impl EpisodeManagerParams {
             ),
         ] {
             if on {
-                return Err((
+                return Err(ConfigError::new(
                     format!("schedule.{key}"),
                     format!(
                         "{what} is done by the pipeline's sim loop only; \
@@ -223,7 +222,10 @@ impl Node for EpisodeManager {
         let Some(tool) = self.fk.tcp(&js) else {
             return Ok(());
         };
-        let schedule = self.schedule.as_mut().expect("set above");
+        // Set at the top of this step.
+        let Some(schedule) = self.schedule.as_mut() else {
+            return Ok(());
+        };
         let object = iso(&obj).translation.vector;
         let mut decision = schedule.tick(now_s, success, &object, &tool.translation.vector);
         if decision == Decision::Paused && self.reset_done.drain().iter().any(|b| b.data) {

@@ -48,7 +48,7 @@ fn default_freq() -> f64 {
 }
 
 impl JointSineParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(self.joints > 0, "joints", || {
             "needs at least one joint".into()
         })?;

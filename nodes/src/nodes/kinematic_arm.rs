@@ -72,7 +72,7 @@ impl Default for KinematicArmParams {
 }
 
 impl KinematicArmParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         let n = self.joint_names.len();
         check(n > 0, "joint_names", || "needs at least one joint".into())?;
         for (key, v) in [

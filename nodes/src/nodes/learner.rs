@@ -110,7 +110,7 @@ fn default_rounds() -> usize {
 }
 
 impl LearnerParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(self.utd >= 1, "utd", || "must be at least 1".into())?;
         check(
             (0.0..=1.0).contains(&self.offline_ratio),
@@ -318,7 +318,9 @@ impl Learner {
                 None => None,
             };
             let Some(outcome) = outcome else { break };
-            let w = self.waiting.pop_front().expect("front exists");
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
             match outcome {
                 Some((reward, true)) => {
                     let t = &w.t;

@@ -15,7 +15,10 @@ mod test_camera;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rft_config::ConfigError;
 use serde::de::DeserializeOwned;
+
+pub(crate) use rft_config::check;
 
 pub use episode_manager::{EpisodeLog, EpisodeManager, EpisodeManagerParams};
 pub use joint_sine::{JointSine, JointSineParams};
@@ -26,7 +29,8 @@ pub use recorder::{Recorder, RecorderParams};
 pub use reward::{
     ClassifierSpec, KeypointSpec, RewardCounts, RewardNode, RewardParams, WaypointSpec,
 };
-pub use safety_filter::{SafetyCounts, SafetyFilter, SafetyFilterParams};
+pub use rft_safety::SafetyConfig as SafetyFilterParams;
+pub use safety_filter::{SafetyCounts, SafetyFilter};
 pub use sim_robot::{SimRobot, SimRobotCounts, SimRobotParams};
 pub use test_camera::{TestCamera, TestCameraParams};
 
@@ -64,22 +68,20 @@ pub const KINDS: &[&str] = &[
     "episode_manager",
 ];
 
-fn de<T: DeserializeOwned>(t: &toml::Table) -> std::result::Result<T, (String, String)> {
-    serde_path_to_error::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "(params)".to_string()
+fn de<T: DeserializeOwned>(t: &toml::Table) -> rft_config::Result<T> {
+    rft_config::from_table(t).map_err(|e| {
+        if e.key.is_empty() {
+            ConfigError::new("(params)", e.reason)
         } else {
-            path
-        };
-        (path, e.into_inner().to_string())
+            e
+        }
     })
 }
 
 impl NodeParams {
     /// Parses the `params` table of a node of `kind`. Errors are `(key, reason)`; an empty key
     /// means the kind itself is wrong.
-    pub fn parse(kind: &str, params: &toml::Table) -> std::result::Result<Self, (String, String)> {
+    pub fn parse(kind: &str, params: &toml::Table) -> rft_config::Result<Self> {
         Ok(match kind {
             "kinematic_arm" => Self::KinematicArm(de(params)?),
             "joint_sine" => Self::JointSine(de(params)?),
@@ -92,7 +94,7 @@ impl NodeParams {
             "learner" => Self::Learner(Box::new(de(params)?)),
             "episode_manager" => Self::EpisodeManager(Box::new(de(params)?)),
             other => {
-                return Err((
+                return Err(ConfigError::new(
                     String::new(),
                     format!(
                         "unknown node kind `{other}`; known kinds: {}",
@@ -104,7 +106,7 @@ impl NodeParams {
     }
 
     /// Checks values that the types alone cannot.
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         match self {
             Self::KinematicArm(p) => p.validate(),
             Self::JointSine(p) => p.validate(),
@@ -206,16 +208,4 @@ pub fn create(spec: &NodeSpec, handle: &NodeHandle, ctx: &LaunchCtx) -> Result<B
             Box::new(EpisodeManager::new(name, (**p).clone(), period, handle)?)
         }
     })
-}
-
-fn check(
-    ok: bool,
-    key: &str,
-    reason: impl FnOnce() -> String,
-) -> std::result::Result<(), (String, String)> {
-    if ok {
-        Ok(())
-    } else {
-        Err((key.to_string(), reason()))
-    }
 }

@@ -97,7 +97,7 @@ pub(crate) fn resolve(p: &mut PathBuf, base: &Path) {
 }
 
 impl PolicyRunnerParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(
             matches!(self.mode.as_str(), "stochastic" | "deterministic"),
             "mode",
@@ -118,9 +118,7 @@ impl PolicyRunnerParams {
             "finger_max_m",
             || format!("{} must be positive", self.finger_max_m),
         )?;
-        self.action
-            .validate()
-            .map_err(|(k, r)| (format!("action.{k}"), r))
+        self.action.validate().map_err(|e| e.under("action"))
     }
 
     pub fn resolve_paths(&mut self, base: &Path) {

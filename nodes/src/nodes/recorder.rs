@@ -15,6 +15,7 @@ use crate::bus::NodeHandle;
 use crate::error::Result;
 use crate::record::McapSink;
 use crate::runtime::{Node, StepCtx};
+use rft_config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,12 +35,13 @@ fn default_queue() -> usize {
 }
 
 impl RecorderParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(!self.topics.is_empty(), "topics", || {
             "list at least one topic".into()
         })?;
         for (i, t) in self.topics.iter().enumerate() {
-            rft_msgs::rmw_zenoh::validate_topic(t).map_err(|r| (format!("topics[{i}]"), r))?;
+            rft_msgs::rmw_zenoh::validate_topic(t)
+                .map_err(|r| ConfigError::new(format!("topics[{i}]"), r))?;
         }
         check(self.queue > 0, "queue", || "must be positive".into())
     }

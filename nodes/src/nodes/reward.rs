@@ -30,6 +30,7 @@ use super::robot_state::iso;
 use crate::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use crate::error::{Error, Result};
 use crate::runtime::{Node, StepCtx};
+use rft_config::ConfigError;
 
 /// Which success classifier scores the frames.
 #[derive(Debug, Clone, Deserialize)]
@@ -148,7 +149,7 @@ fn default_intervention_ms() -> f64 {
 }
 
 impl RewardParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(!self.classifiers.is_empty(), "classifiers", || {
             "name at least one classifier".into()
         })?;
@@ -162,11 +163,11 @@ impl RewardParams {
         )?;
         self.fusion
             .validate()
-            .map_err(|e| ("fusion".to_string(), e.to_string()))?;
+            .map_err(|e| ConfigError::new("fusion".to_string(), e.to_string()))?;
         for (i, c) in self.classifiers.iter().enumerate() {
             if let ClassifierSpec::Vlm(v) = c {
                 v.validate()
-                    .map_err(|e| (format!("classifiers.{i}"), e.to_string()))?;
+                    .map_err(|e| ConfigError::new(format!("classifiers.{i}"), e.to_string()))?;
             }
         }
         let needs_tool = match &self.keypoints {

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rft_config::ConfigError;
 use rft_drivers::{CameraSpec, SimDriver};
 use rft_msgs::{
     CameraInfo, Float64MultiArray, Header, Image, JointState, Metric, PoseStamped, Time,
@@ -105,7 +106,7 @@ impl SimRobotParams {
     }
 
     /// Checks the values, and that the URDF loads and the sim builds from them.
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check(
             self.realtime_factor.is_finite() && (0.0..=100.0).contains(&self.realtime_factor),
             "realtime_factor",
@@ -127,7 +128,7 @@ impl SimRobotParams {
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             c.validate()
-                .map_err(|(k, r)| (format!("cameras[{i}].{k}"), r))?;
+                .map_err(|e| e.under(&format!("cameras[{i}]")))?;
             check(
                 names.insert(c.name.clone()),
                 &format!("cameras[{i}].name"),
@@ -135,8 +136,8 @@ impl SimRobotParams {
             )?;
         }
         rft_sim::Sim::new(self.sim_config()).map_err(|e| match e {
-            rft_sim::Error::Urdf { .. } => ("urdf".to_string(), e.to_string()),
-            rft_sim::Error::Config { ref key, .. } => (key.clone(), e.to_string()),
+            rft_sim::Error::Urdf { .. } => ConfigError::new("urdf", e.to_string()),
+            rft_sim::Error::Config { ref key, .. } => ConfigError::new(key.clone(), e.to_string()),
         })?;
         Ok(())
     }

@@ -33,7 +33,7 @@ fn default_frame() -> String {
 }
 
 impl TestCameraParams {
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+    pub fn validate(&self) -> rft_config::Result<()> {
         check((8..=4096).contains(&self.width), "width", || {
             format!("{} is outside 8..=4096", self.width)
         })?;
