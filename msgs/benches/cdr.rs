@@ -1,4 +1,5 @@
 //! CDR encode+decode of a 7-joint JointState and a 640×480 rgb8 Image.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rft_msgs::{Header, Image, JointState, Time, cdr};

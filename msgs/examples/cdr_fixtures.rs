@@ -11,6 +11,7 @@
 //!
 //! Random values come from the `.msg` definitions, so a Rust struct that disagrees with its
 //! definition shows up as a byte mismatch on the Python side.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::{BufRead, Write};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Random and truncated byte strings fed to every decoder give errors, never panics, and never
 //! allocate more than the input could describe.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use proptest::prelude::*;
 use rft_msgs::rmw_zenoh::{Attachment, parse_data_key, parse_token};

@@ -2,6 +2,7 @@
 //! processes (this one and an `rft pong`) for a 7-joint JointState and 64 B / 4 KB / 921,600 B
 //! payloads. Criterion measures the mean; the percentiles (which criterion does not report) are
 //! printed as `PCT` lines from a separate pass of the same measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

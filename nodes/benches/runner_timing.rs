@@ -11,6 +11,7 @@
 //!
 //!   cargo bench -p rft-nodes --bench runner_timing            (30 s per rate)
 //!   RFT_TIMING_S=5 cargo bench -p rft-nodes --bench runner_timing
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! reward node, episode manager and learner. One test runs the launch-file graph on the
 //! runtime; the kill tests drive the same nodes step by step on a simulated clock so that one
 //! of them can be stopped mid-run.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Bad launch files are rejected before anything runs, with the file, the key and the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! `rft dataset` → `rft pretrain` (Cal-QL) → `rft train` (WSRL from the pre-trained
 //! checkpoint, RLPD with the dataset mixed in) → `rft plot`, through the real binary, on tiny
 //! budgets; and the errors for bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::process::Command;

@@ -1,4 +1,5 @@
 //! `rft node NAME --launch FILE`: the nodes of one launch file in separate processes over zenoh.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

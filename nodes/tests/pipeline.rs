@@ -2,6 +2,7 @@
 //! reward classifiers → Cal-QL pre-training → reset-free fine-tuning with classifier rewards →
 //! ground-truth evaluation, then `rft eval` on the result; and bad settings rejected before
 //! anything runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::process::Command;
 

@@ -2,6 +2,7 @@
 //! reward with the frame, debounces success, adds the dense keypoint term while there is no
 //! success, marks rewards missing (and keeps running) when the VLM is down, and loads a CNN
 //! from `rft train-reward` whose scores match the library's.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[path = "../../rewards/tests/support/mod.rs"]
 mod support;

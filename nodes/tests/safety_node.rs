@@ -2,6 +2,7 @@
 //! tracking, each fail-safe cause (stop within one control period, right reason, resume only
 //! under the stated conditions), dynamic obstacles, and launch-file limits checked against the
 //! URDF.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

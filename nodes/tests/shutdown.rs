@@ -1,4 +1,5 @@
 //! Shutdown: Ctrl-C stops every node within 1 s, and the robot gets a final zero command.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The simulated robot node: it owns simulated time, publishes joint states and cameras at
 //! their rates, tracks commands, rejects and counts bad ones, holds on stale commands, and in
 //! lockstep applies the command that answers each joint state before stepping physics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

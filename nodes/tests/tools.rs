@@ -1,4 +1,5 @@
 //! The CLI tools' library functions on the in-process bus.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 //! Zenoh transport: two rft processes exchange JointState and 640×480 images; malformed samples
 //! are counted and dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

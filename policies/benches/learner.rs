@@ -4,6 +4,7 @@
 //! `cargo bench -p rft-policies --bench learner` (the act latencies are meant for one core:
 //! `taskset -c 0 cargo bench …`). The matching Stable-Baselines3 numbers come from
 //! `python3 policies/benches/sb3_sac.py`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

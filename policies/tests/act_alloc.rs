@@ -1,4 +1,5 @@
 //! `PolicyHandle::act` allocates nothing after warm-up (a counting global allocator watches).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! RLPD mixing with a behaviour-cloning term: `sample_round` marks the rows drawn from the
 //! demonstrations, and the BC term clones those rows only, never the policy's own online
 //! actions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use rand::{SeedableRng, rngs::StdRng};
 use rft_policies::train::sample_round;

@@ -1,4 +1,5 @@
 //! Checkpoints: round trip, resume, a writer killed mid-write, corrupt and mismatched files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 

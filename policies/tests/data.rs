@@ -1,4 +1,5 @@
 //! Replay buffer, MC returns and datasets from MCAP recordings.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 

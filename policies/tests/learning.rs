@@ -1,6 +1,7 @@
 //! Learning on small budgets: SAC improves, Cal-QL is conservative and calibrated, BC imitates,
 //! WSRL warms up without updates, RLPD mixes its batches half and half. (The full-budget runs
 //! are benchmarks: see BENCHMARKS.md.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use candle_core::{Device, Tensor};
 use rand::{SeedableRng, rngs::StdRng};

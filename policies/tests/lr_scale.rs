@@ -1,5 +1,6 @@
 //! `Agent::set_lr_scale`: a learning-rate schedule scales both optimisers' steps; at 0 an
 //! update leaves the networks where they were, at 1 the configured rates come back.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use rand::{SeedableRng, rngs::StdRng};
 use rft_policies::train::sample_round;

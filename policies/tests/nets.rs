@@ -1,5 +1,6 @@
 //! Networks: fused kernels against plain candle ops (values and gradients), the ensemble as
 //! independent networks, the tanh-Gaussian's log-probabilities, and the inference path.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use candle_core::{D, Device, Tensor, Var};
 use rft_policies::fused::{bias_act, linear, ln_act};

@@ -1,4 +1,5 @@
 //! Pendulum-v1 against the published equations (Gymnasium classic_control/pendulum.py).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use rft_policies::env::{Env, make_env};
 use rft_policies::pendulum::{Pendulum, angle_normalize};

@@ -1,6 +1,7 @@
 //! Success-classifier latency: the CNN on one 128×128 frame (box-filtered to its 64×64 input),
 //! with p50/p99 over many calls; the dense keypoint scorer and depth lifting per call.
 //! Run on one core: `taskset -c 0 cargo bench -p rft-rewards --bench classifier`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The CNN success classifier on the simulator's push task: trained on frames from fewer than
 //! 50 scripted demos per direction, checked against ground truth on held-out episodes (near
 //! misses and partial attempts included).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use candle_core::Device;
 use rft_rewards::metrics::Confusion;

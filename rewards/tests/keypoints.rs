@@ -1,6 +1,7 @@
 //! KAGI in sim: keypoint lifting round trip with rendered depth, the dense reward along the
 //! scripted expert (monotone, correlated with ground-truth progress), proposal parsing and the
 //! VLM proposal round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod support;
 

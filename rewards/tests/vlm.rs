@@ -1,5 +1,6 @@
 //! The OpenAI-compatible VLM classifier against a local server that speaks the wire format:
 //! request schema, logprobs, and each failure mode.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod support;
 

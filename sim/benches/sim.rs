@@ -2,6 +2,7 @@
 //! the arm moving; and while the arm pushes the cube), and camera frames at 128×128 and
 //! 640×480 (scene visuals rebuilt each frame, as the driver does). A `MEM` line reports the
 //! resident memory a running sim with a renderer and both frames adds to the process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::hint::black_box;
 

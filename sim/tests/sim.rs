@@ -1,4 +1,5 @@
 //! The simulator's must-shows: determinism, experts, physics, kinematics, cameras, bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion};
 use rft_sim::expert::{expert_for, run_episode};
