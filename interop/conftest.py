@@ -35,13 +35,13 @@ def run_example(*args, timeout=600):
 
 def rft(*args, timeout=60, check=True):
     """Runs the rft binary and returns the completed process."""
-    assert RFT.exists(), f"{RFT} is missing: build it first (cargo build -p rft-nodes)"
+    assert RFT.exists(), f"{RFT} is missing: build it first (cargo build -p rft)"
     return subprocess.run([str(RFT), *args], cwd=ROOT, check=check, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def rft_spawn(*args):
-    assert RFT.exists(), f"{RFT} is missing: build it first (cargo build -p rft-nodes)"
+    assert RFT.exists(), f"{RFT} is missing: build it first (cargo build -p rft)"
     return subprocess.Popen([str(RFT), *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

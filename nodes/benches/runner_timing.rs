@@ -17,15 +17,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rft_nodes::autonomy::finetune::pct;
-use rft_nodes::bus::{Bus, Signal};
-use rft_nodes::launch;
-use rft_nodes::nodes::{
-    EpisodeManager, Learner, NodeParams, PolicyRunner, RewardNode, SafetyFilter, SimRobot,
-};
-use rft_nodes::runtime::{Clock, Node, Runtime};
+use rft_autonomy::finetune::pct;
+use rft_nodes::{EpisodeManager, Learner, PolicyRunner, RewardNode, SafetyFilter, SimRobot};
 use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
 use rft_rewards::{CnnClassifier, CnnConfig};
+use rft_runtime::bus::{Bus, Signal};
+use rft_runtime::launch;
+use rft_runtime::{Clock, Node, Runtime};
 
 fn main() {
     let secs: f64 = std::env::var("RFT_TIMING_S")
@@ -104,7 +102,7 @@ offline_ratio = 0.0
             out = dir.path().join(format!("learner-{rate}")).display(),
         );
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/x.toml");
-        let l = launch::parse(&path, &text, &[]).unwrap();
+        let l = launch::parse(&rft_nodes::registry(), &path, &text, &[]).unwrap();
         let bus = Bus::inproc();
         let mut rt = Runtime::new(Clock::Wall);
         let mut runner_stats = None;
@@ -120,26 +118,32 @@ offline_ratio = 0.0
                 .unwrap_or_else(|| spec.params.default_rate_hz());
             let period = Duration::from_secs_f64(1.0 / hz);
             let name = spec.entry.name.clone();
-            let node: Box<dyn Node> = match &spec.params {
-                NodeParams::SimRobot(p) => {
-                    Box::new(SimRobot::new(name, (**p).clone(), period, &h).unwrap())
+            let node: Box<dyn Node> = match spec.params.kind() {
+                "sim_robot" => {
+                    let p = spec.params::<rft_nodes::SimRobotParams>().unwrap();
+                    Box::new(SimRobot::new(name, p.clone(), period, &h).unwrap())
                 }
-                NodeParams::SafetyFilter(p) => {
-                    Box::new(SafetyFilter::new(name, (**p).clone(), period, &h).unwrap())
+                "safety_filter" => {
+                    let p = &spec.params::<rft_nodes::SafetyFilterParams>().unwrap().0;
+                    Box::new(SafetyFilter::new(name, p.clone(), period, &h).unwrap())
                 }
-                NodeParams::PolicyRunner(p) => {
-                    let r = PolicyRunner::new(name, (**p).clone(), period, &h).unwrap();
+                "policy_runner" => {
+                    let p = spec.params::<rft_nodes::PolicyRunnerParams>().unwrap();
+                    let r = PolicyRunner::new(name, p.clone(), period, &h).unwrap();
                     runner_stats = Some(r.stats());
                     Box::new(r)
                 }
-                NodeParams::Reward(p) => {
-                    Box::new(RewardNode::new(name, (**p).clone(), period, &h).unwrap())
+                "reward" => {
+                    let p = spec.params::<rft_nodes::RewardParams>().unwrap();
+                    Box::new(RewardNode::new(name, p.clone(), period, &h).unwrap())
                 }
-                NodeParams::EpisodeManager(p) => {
-                    Box::new(EpisodeManager::new(name, (**p).clone(), period, &h).unwrap())
+                "episode_manager" => {
+                    let p = spec.params::<rft_nodes::EpisodeManagerParams>().unwrap();
+                    Box::new(EpisodeManager::new(name, p.clone(), period, &h).unwrap())
                 }
-                NodeParams::Learner(p) => {
-                    let n = Learner::new(name, (**p).clone(), period, &h).unwrap();
+                "learner" => {
+                    let p = spec.params::<rft_nodes::LearnerParams>().unwrap();
+                    let n = Learner::new(name, p.clone(), period, &h).unwrap();
                     learner_stats = Some(n.stats());
                     Box::new(n)
                 }

@@ -16,14 +16,12 @@ use rft_msgs::{
     Action, EpisodePhase, JointState, PHASE_RUNNING, PolicyUpdate, SAFETY_STOPPED, SafetyStatus,
     Transition,
 };
-use rft_nodes::app;
-use rft_nodes::bus::{Bus, NodeHandle, QueueConfig, Signal, Subscription};
-use rft_nodes::launch;
-use rft_nodes::nodes::{
-    EpisodeManager, Learner, NodeParams, PolicyRunner, RewardNode, SafetyFilter, SimRobot,
-};
-use rft_nodes::runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
+use rft_nodes::{EpisodeManager, Learner, PolicyRunner, RewardNode, SafetyFilter, SimRobot};
 use rft_policies::{Agent, checkpoint};
+use rft_runtime::app;
+use rft_runtime::bus::{Bus, NodeHandle, QueueConfig, Signal, Subscription};
+use rft_runtime::launch;
+use rft_runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
 
 fn launch_text(a: &Artifacts, duration_s: f64) -> String {
     format!(
@@ -87,7 +85,13 @@ offline_ratio = 0.0
 
 fn parse(a: &Artifacts, duration_s: f64) -> launch::Launch {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
-    launch::parse(&path, &launch_text(a, duration_s), &[]).unwrap()
+    launch::parse(
+        &rft_nodes::registry(),
+        &path,
+        &launch_text(a, duration_s),
+        &[],
+    )
+    .unwrap()
 }
 
 #[test]
@@ -97,6 +101,7 @@ fn the_loop_runs_reset_free_on_the_bus_and_the_runner_picks_up_new_weights() {
     // for a starved runner thread (a busy CI machine) and control ticks would be skipped.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
     let l = launch::parse(
+        &rft_nodes::registry(),
         &path,
         &launch_text(&a, 5.0),
         &["nodes.0.params.realtime_factor=1.0".to_string()],
@@ -221,45 +226,50 @@ impl Rig {
         let mut episodes = None;
         let mut learner = None;
         for spec in &l.nodes {
-            match &spec.params {
-                NodeParams::SimRobot(p) => {
+            match spec.params.kind() {
+                "sim_robot" => {
+                    let p = spec.params::<rft_nodes::SimRobotParams>().unwrap();
                     robot = Some(
-                        SimRobot::new("robot".into(), (**p).clone(), ms(10), &node("robot"))
-                            .unwrap(),
+                        SimRobot::new("robot".into(), p.clone(), ms(10), &node("robot")).unwrap(),
                     )
                 }
-                NodeParams::SafetyFilter(p) => {
+                "safety_filter" => {
+                    let p = &spec.params::<rft_nodes::SafetyFilterParams>().unwrap().0;
                     safety = Some(
-                        SafetyFilter::new("safety".into(), (**p).clone(), ms(10), &node("safety"))
+                        SafetyFilter::new("safety".into(), p.clone(), ms(10), &node("safety"))
                             .unwrap(),
                     )
                 }
-                NodeParams::PolicyRunner(p) => {
+                "policy_runner" => {
+                    let p = spec.params::<rft_nodes::PolicyRunnerParams>().unwrap();
                     runner = Some(
-                        PolicyRunner::new("policy".into(), (**p).clone(), ms(100), &node("policy"))
+                        PolicyRunner::new("policy".into(), p.clone(), ms(100), &node("policy"))
                             .unwrap(),
                     )
                 }
-                NodeParams::Reward(p) => {
+                "reward" => {
+                    let p = spec.params::<rft_nodes::RewardParams>().unwrap();
                     reward = Some(
-                        RewardNode::new("reward".into(), (**p).clone(), ms(100), &node("reward"))
+                        RewardNode::new("reward".into(), p.clone(), ms(100), &node("reward"))
                             .unwrap(),
                     )
                 }
-                NodeParams::EpisodeManager(p) => {
+                "episode_manager" => {
+                    let p = spec.params::<rft_nodes::EpisodeManagerParams>().unwrap();
                     episodes = Some(
                         EpisodeManager::new(
                             "episodes".into(),
-                            (**p).clone(),
+                            p.clone(),
                             ms(100),
                             &node("episodes"),
                         )
                         .unwrap(),
                     )
                 }
-                NodeParams::Learner(p) => {
+                "learner" => {
+                    let p = spec.params::<rft_nodes::LearnerParams>().unwrap();
                     learner = Some(
-                        Learner::new("learner".into(), (**p).clone(), ms(20), &node("learner"))
+                        Learner::new("learner".into(), p.clone(), ms(20), &node("learner"))
                             .unwrap(),
                     )
                 }
@@ -447,10 +457,7 @@ fn a_restarted_learner_resumes_from_its_checkpoint_with_the_replay_buffer() {
     let p = l
         .nodes
         .iter()
-        .find_map(|n| match &n.params {
-            NodeParams::Learner(p) => Some((**p).clone()),
-            _ => None,
-        })
+        .find_map(|n| n.params::<rft_nodes::LearnerParams>().cloned())
         .unwrap();
     let h = rig
         .bus
@@ -570,15 +577,20 @@ fn bad_loop_settings_are_rejected_with_the_key_before_anything_runs() {
         ),
         ("nodes.5.params.learning_rate=1.0", "nodes[5].params"),
     ] {
-        let e = launch::parse(&path, &launch_text(&a, 1.0), &[set.to_string()])
-            .err()
-            .unwrap_or_else(|| panic!("{set} was accepted"))
-            .to_string();
+        let e = launch::parse(
+            &rft_nodes::registry(),
+            &path,
+            &launch_text(&a, 1.0),
+            &[set.to_string()],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{set} was accepted"))
+        .to_string();
         assert!(e.contains(key), "{set}: {e}");
     }
     // A missing policy file is named when the runner starts.
     let mut l = parse(&a, 1.0);
-    let NodeParams::PolicyRunner(p) = &mut l.nodes[2].params else {
+    let Some(p) = l.nodes[2].params_mut::<rft_nodes::PolicyRunnerParams>() else {
         panic!()
     };
     p.policy = a.init.join("nope.safetensors");

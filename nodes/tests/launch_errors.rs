@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rft_nodes::launch;
+use rft_runtime::launch;
 
 const GOOD: &str = r#"
 name = "t"
@@ -16,7 +16,7 @@ kind = "joint_sine"
 "#;
 
 fn err(text: &str) -> String {
-    match launch::parse(Path::new("bad.toml"), text, &[]) {
+    match launch::parse(&rft_nodes::registry(), Path::new("bad.toml"), text, &[]) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(e) => e.to_string(),
     }
@@ -30,12 +30,12 @@ fn assert_names(msg: &str, key: &str, reason: &str) {
 
 #[test]
 fn the_good_file_and_the_shipped_launch_files_validate() {
-    let l = launch::parse(Path::new("good.toml"), GOOD, &[]).unwrap();
+    let l = launch::parse(&rft_nodes::registry(), Path::new("good.toml"), GOOD, &[]).unwrap();
     assert_eq!(l.nodes.len(), 2);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch");
     for entry in std::fs::read_dir(root).unwrap() {
         let p = entry.unwrap().path();
-        launch::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+        launch::load(&rft_nodes::registry(), &p, &[]).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -69,9 +69,13 @@ fn wrong_type() {
 
 #[test]
 fn missing_file() {
-    let e = launch::load(Path::new("/nonexistent/launch.toml"), &[])
-        .unwrap_err()
-        .to_string();
+    let e = launch::load(
+        &rft_nodes::registry(),
+        Path::new("/nonexistent/launch.toml"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.starts_with("/nonexistent/launch.toml: (file): cannot read launch file"),
         "{e}"
@@ -161,6 +165,7 @@ fn other_checks() {
 #[test]
 fn overrides_apply_before_validation() {
     let l = launch::parse(
+        &rft_nodes::registry(),
         Path::new("g.toml"),
         GOOD,
         &["nodes.0.rate_hz=250".into(), "bus.kind=zenoh".into()],
@@ -169,26 +174,41 @@ fn overrides_apply_before_validation() {
     assert_eq!(l.nodes[0].entry.rate_hz, Some(250.0));
     assert_eq!(l.file.bus.kind, launch::BusKind::Zenoh);
     assert!(l.resolved.contains("rate_hz = 250"), "{}", l.resolved);
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.9.rate_hz=1".into()])
-        .unwrap_err()
-        .to_string();
+    let e = launch::parse(
+        &rft_nodes::registry(),
+        Path::new("g.toml"),
+        GOOD,
+        &["nodes.9.rate_hz=1".into()],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("nodes.9.rate_hz") && e.contains("index 9 is past the 2 entries"),
         "{e}"
     );
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["nodes.0.rate_hz=-5".into()])
-        .unwrap_err()
-        .to_string();
+    let e = launch::parse(
+        &rft_nodes::registry(),
+        Path::new("g.toml"),
+        GOOD,
+        &["nodes.0.rate_hz=-5".into()],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("nodes[0].rate_hz"), "{e}");
-    let e = launch::parse(Path::new("g.toml"), GOOD, &["novalue".into()])
-        .unwrap_err()
-        .to_string();
+    let e = launch::parse(
+        &rft_nodes::registry(),
+        Path::new("g.toml"),
+        GOOD,
+        &["novalue".into()],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--set needs KEY=VALUE"), "{e}");
 }
 
 #[test]
 fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out() {
-    use rft_nodes::autonomy::pipeline::{PipelineConfig, parse_config};
+    use rft_autonomy::pipeline::{PipelineConfig, parse_config};
     let d = PipelineConfig::default().finetune.schedule;
     // The fine-tuning schedule's defaults differ from a bare ScheduleConfig's.
     assert!(d.home_s > 0.0 && d.confirm_at_home, "{d:?}");
@@ -222,12 +242,13 @@ fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out()
     assert_eq!(c.finetune.utd, PipelineConfig::default().finetune.utd);
     // The same through a launch file's [pipeline] section; unknown keys are still named.
     let l = launch::parse(
+        &rft_nodes::registry(),
         Path::new("l.toml"),
         &format!("{GOOD}\n[pipeline.finetune.schedule]\nstuck_s = 5.0\n"),
         &[],
     )
     .unwrap();
-    let p = l.file.pipeline.unwrap();
+    let p: PipelineConfig = rft_config::from_table(&l.file.pipeline.unwrap()).unwrap();
     assert_eq!(p.finetune.schedule.stuck_s, 5.0);
     assert!(p.finetune.schedule.confirm_at_home);
     let m = err(&format!(

@@ -13,10 +13,10 @@ use rft_msgs::{
     SAFETY_LIMITING, SAFETY_OK, SAFETY_STOPPED, SAFETY_STOPPING, SafetyStatus, Time, Twist,
     Vector3,
 };
-use rft_nodes::bus::{Bus, NodeHandle, Publisher, QueueConfig, Signal, Subscription};
-use rft_nodes::launch;
-use rft_nodes::nodes::{NodeParams, SafetyFilter};
-use rft_nodes::runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
+use rft_nodes::SafetyFilter;
+use rft_runtime::bus::{Bus, NodeHandle, Publisher, QueueConfig, Signal, Subscription};
+use rft_runtime::launch;
+use rft_runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
 use rft_safety::kinematics::Chain;
 
 const READY: [f64; 7] = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785];
@@ -52,7 +52,13 @@ fn parse(extra: &str) -> Result<launch::Launch, String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| format!("nodes.0.params.{}", l.trim()))
         .collect();
-    launch::parse(&launch_path(), &launch_text(), &sets).map_err(|e| e.to_string())
+    launch::parse(
+        &rft_nodes::registry(),
+        &launch_path(),
+        &launch_text(),
+        &sets,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The node and everything around it: a kinematic arm integrated by the test.
@@ -90,7 +96,7 @@ fn twist(x: f64, y: f64, z: f64) -> Action {
 impl Rig {
     fn new(extra: &str) -> Self {
         let launch = parse(extra).unwrap();
-        let NodeParams::SafetyFilter(p) = &launch.nodes[0].params else {
+        let Some(p) = launch.nodes[0].params::<rft_nodes::SafetyFilterParams>() else {
             panic!("not a safety filter")
         };
         let bus = Bus::inproc();
@@ -102,7 +108,7 @@ impl Rig {
             .unwrap();
         let node = SafetyFilter::new(
             "safety".into(),
-            (**p).clone(),
+            p.0.clone(),
             std::time::Duration::from_millis(10),
             &handle,
         )
@@ -565,7 +571,7 @@ fn limits_wider_than_the_urdf_and_bad_urdfs_are_rejected_before_start() {
     parse("max_velocity_rad_s = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]").unwrap();
     // A URDF that is not there.
     let text = launch_text().replace("../sim/assets/panda.urdf", "missing.urdf");
-    let err = launch::parse(&launch_path(), &text, &[])
+    let err = launch::parse(&rft_nodes::registry(), &launch_path(), &text, &[])
         .unwrap_err()
         .to_string();
     assert!(

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rft_msgs::{CameraInfo, Float64MultiArray, Image, JointState, PoseStamped, Time};
-use rft_nodes::bus::{Bus, NodeHandle, Publisher, QueueConfig, Signal, Subscription};
-use rft_nodes::launch;
-use rft_nodes::nodes::{NodeParams, SimRobot, SimRobotParams};
-use rft_nodes::runtime::{Clock, Node, Runtime, Shutdown, SimClock, StepCtx};
+use rft_nodes::{SimRobot, SimRobotParams};
+use rft_runtime::bus::{Bus, NodeHandle, Publisher, QueueConfig, Signal, Subscription};
+use rft_runtime::launch;
+use rft_runtime::{Clock, Node, Runtime, Shutdown, SimClock, StepCtx};
 
 fn launch_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/test_sim.toml")
@@ -37,11 +37,12 @@ cameras = [{ name = "camera", width = 64, height = 48, rate_hz = 10 },
         .iter()
         .map(|l| format!("nodes.0.params.{l}"))
         .collect();
-    let l = launch::parse(&launch_path(), text, &sets).map_err(|e| e.to_string())?;
-    let NodeParams::SimRobot(p) = &l.nodes[0].params else {
+    let l = launch::parse(&rft_nodes::registry(), &launch_path(), text, &sets)
+        .map_err(|e| e.to_string())?;
+    let Some(p) = l.nodes[0].params::<rft_nodes::SimRobotParams>() else {
         panic!("not a sim robot")
     };
-    Ok((**p).clone())
+    Ok(p.clone())
 }
 
 struct Rig {
@@ -222,10 +223,10 @@ impl Node for Controller {
     fn period(&self) -> Option<Duration> {
         None
     }
-    fn step(&mut self, _ctx: &StepCtx<'_>) -> rft_nodes::Result<()> {
+    fn step(&mut self, _ctx: &StepCtx<'_>) -> rft_runtime::Result<()> {
         Ok(())
     }
-    fn on_wake(&mut self, _ctx: &StepCtx<'_>) -> rft_nodes::Result<()> {
+    fn on_wake(&mut self, _ctx: &StepCtx<'_>) -> rft_runtime::Result<()> {
         for js in self.states.drain() {
             let v = command_for(js.header.stamp.as_nanos());
             self.cmd.publish(Float64MultiArray::from_data(vec![

@@ -9,7 +9,9 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Shape, Storage, Tensor};
 
 use crate::error::Result;
-use crate::nets::LN_EPS;
+
+/// LayerNorm's ε (added to the variance), as PyTorch's default.
+pub const LN_EPS: f64 = 1e-5;
 
 type CResult<T> = candle_core::Result<T>;
 

@@ -145,7 +145,7 @@ pub struct LayerNorm {
     pub b: Var,
 }
 
-pub const LN_EPS: f64 = 1e-5;
+pub use crate::fused::LN_EPS;
 
 impl LayerNorm {
     pub fn new(

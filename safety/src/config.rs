@@ -3,7 +3,7 @@
 //! watchdog timeouts. Every default is written once, here; the `safety_filter` node and anything
 //! else that runs the filter take this type.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nalgebra::{Point3, Unit, Vector3};
 use rft_config::{ConfigError, Result, check};
@@ -331,13 +331,6 @@ impl SafetyConfig {
             stale_command_ms: d_stale_cmd(),
             stop_decel_rad_s2: None,
             status_rate_hz: d_status_rate(),
-        }
-    }
-
-    /// Makes a relative URDF path relative to `base` (the launch file's directory).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        if self.urdf.is_relative() {
-            self.urdf = base.join(&self.urdf);
         }
     }
 

@@ -1,0 +1,471 @@
+//! The policy on the robot: at each control tick it builds the observation from the latest
+//! joint state and object pose (the perception topic a pose estimator publishes), runs the
+//! policy for the current task and publishes `/rft/action` (a tool twist for the safety
+//! filter) and `/rft/transition` (the previous step, now that its next observation is known).
+//! New weights from `/rft/policy` are validated and swapped in between two ticks; a bad update
+//! is counted and dropped and the runner keeps acting on the weights it has.
+//!
+//! While the episode manager pauses for a human reset (or stops), the runner commands zero
+//! motion and records no transitions.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rft_msgs::{
+    Action, EpisodePhase, Header, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_STOPPED, PolicyUpdate,
+    PoseStamped, Time, Transition, Twist, Vector3 as V3,
+};
+use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle};
+use serde::Deserialize;
+
+use crate::robot_state::{ToolFk, iso};
+use rft_autonomy::action::{ACTION_DIM, ActionMap};
+use rft_autonomy::obs::{STATE_OBS_DIM, state_obs};
+use rft_config::check;
+use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
+use rft_runtime::launch::{LaunchCtx, NodeKind};
+use rft_runtime::{Error, Result};
+use rft_runtime::{Node, StepCtx};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRunnerParams {
+    /// The policy to start with: a `policy.safetensors` (as `rft pipeline` or the learner
+    /// writes it) or a checkpoint directory (its `LATEST`). `{run_dir}/…` is inside the run
+    /// directory.
+    pub policy: PathBuf,
+    /// For the tool pose (forward kinematics of `/joint_states`).
+    #[serde(default = "rft_sim::world::default_urdf")]
+    pub urdf: PathBuf,
+    #[serde(default = "crate::robot_state::default_base_link")]
+    pub base_link: String,
+    #[serde(default = "crate::robot_state::default_tcp_link")]
+    pub tcp_link: String,
+    /// Finger joints and their travel, for the gripper opening.
+    #[serde(default = "default_fingers")]
+    pub finger_joints: Vec<String>,
+    #[serde(default = "default_finger_max")]
+    pub finger_max_m: f64,
+    /// Scaling of the policy's [-1, 1] actions.
+    #[serde(default)]
+    pub action: ActionMap,
+    /// `stochastic` samples from the policy (exploration while learning), `deterministic`
+    /// takes its mean.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Above 0: the mean plus Gaussian noise of this standard deviation (overrides `mode`).
+    #[serde(default)]
+    pub explore_std: f64,
+    /// The joint state and the object pose must be at most this far apart (and this old).
+    #[serde(default = "default_sync_ms")]
+    pub max_obs_age_ms: f64,
+    #[serde(default = "default_object_topic")]
+    pub object_topic: String,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+pub(crate) fn default_fingers() -> Vec<String> {
+    vec!["panda_finger_joint1".into(), "panda_finger_joint2".into()]
+}
+pub(crate) fn default_finger_max() -> f64 {
+    0.04
+}
+fn default_mode() -> String {
+    "stochastic".into()
+}
+fn default_sync_ms() -> f64 {
+    150.0
+}
+fn default_object_topic() -> String {
+    "/rft/object_pose".into()
+}
+
+impl PolicyRunnerParams {
+    pub fn validate(&self) -> rft_config::Result<()> {
+        check(
+            matches!(self.mode.as_str(), "stochastic" | "deterministic"),
+            "mode",
+            || format!("`{}`: use `stochastic` or `deterministic`", self.mode),
+        )?;
+        check(
+            self.explore_std.is_finite() && (0.0..=1.0).contains(&self.explore_std),
+            "explore_std",
+            || format!("{} is outside [0, 1]", self.explore_std),
+        )?;
+        check(
+            self.max_obs_age_ms.is_finite() && self.max_obs_age_ms > 0.0,
+            "max_obs_age_ms",
+            || format!("{} must be positive", self.max_obs_age_ms),
+        )?;
+        check(
+            self.finger_max_m.is_finite() && self.finger_max_m > 0.0,
+            "finger_max_m",
+            || format!("{} must be positive", self.finger_max_m),
+        )?;
+        self.action.validate().map_err(|e| e.under("action"))
+    }
+}
+
+/// Loads a policy file or the latest checkpoint of a directory.
+pub fn load_policy(node: &str, path: &Path) -> Result<InferencePolicy> {
+    let err = |e: String| Error::node(node, format!("params.policy {}: {e}", path.display()));
+    if path.is_dir() {
+        let dev = rft_policies::device(false);
+        let r = if path.join("meta.json").exists() {
+            rft_policies::checkpoint::load(path, None, &dev).map_err(|e| err(e.to_string()))?
+        } else {
+            rft_policies::checkpoint::load_latest(path, None, &dev)
+                .map_err(|e| err(e.to_string()))?
+                .ok_or_else(|| err("no checkpoint here (no LATEST)".into()))?
+        };
+        InferencePolicy::from_agent(&r.agent, r.meta.policy_version).map_err(|e| err(e.to_string()))
+    } else {
+        InferencePolicy::load(path).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Timing and counters, shared so that tests and benchmarks can read them while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerStats {
+    pub actions: u64,
+    pub transitions: u64,
+    /// Ticks without a fresh, synchronised observation (nothing published).
+    pub stale_obs: u64,
+    pub paused_ticks: u64,
+    pub swaps: u64,
+    pub rejected_updates: u64,
+    pub version: u64,
+    /// Observation read → action published, microseconds, per acting tick.
+    pub obs_to_action_us: Vec<f32>,
+    /// Wall time between tick starts minus the period, microseconds.
+    pub jitter_us: Vec<f32>,
+    /// Wall time of the weight swaps, microseconds.
+    pub swap_us: Vec<f32>,
+}
+
+struct Pending {
+    obs: [f32; STATE_OBS_DIM],
+    action: [f32; ACTION_DIM],
+    stamp: Time,
+    task: u8,
+    episode: u64,
+    step: u32,
+    version: u64,
+}
+
+pub struct PolicyRunner {
+    name: String,
+    p: PolicyRunnerParams,
+    period: Duration,
+    fk: ToolFk,
+    policy: PolicyHandle,
+    mode: ActMode,
+    rng: rand::rngs::StdRng,
+    joints: Subscription<JointState>,
+    object: Subscription<PoseStamped>,
+    phase: Subscription<EpisodePhase>,
+    updates: Subscription<PolicyUpdate>,
+    action_out: Publisher<Action>,
+    transition_out: Publisher<Transition>,
+    pending: Option<Pending>,
+    last_phase: Option<EpisodePhase>,
+    last_js: Option<Arc<JointState>>,
+    last_obj: Option<Arc<PoseStamped>>,
+    last_tick: Option<Instant>,
+    last_state_stamp: Option<Time>,
+    episode: Option<u64>,
+    step_in_episode: u32,
+    stats: Arc<Mutex<RunnerStats>>,
+}
+
+impl PolicyRunner {
+    pub fn new(
+        name: String,
+        p: PolicyRunnerParams,
+        period: Duration,
+        bus: &NodeHandle,
+    ) -> Result<Self> {
+        use rand::SeedableRng;
+        let policy = load_policy(&name, &p.policy)?;
+        let spec = policy.spec.clone();
+        if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM {
+            return Err(Error::node(
+                &name,
+                format!(
+                    "params.policy {}: observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
+                    p.policy.display(),
+                    spec.obs_dim,
+                    spec.act_dim
+                ),
+            ));
+        }
+        let version = spec.version;
+        let fk = ToolFk::new(
+            &name,
+            &p.urdf,
+            &p.base_link,
+            &p.tcp_link,
+            &p.finger_joints,
+            p.finger_max_m,
+        )?;
+        let latest = QueueConfig::latest_only();
+        Ok(Self {
+            fk,
+            policy: PolicyHandle::new(policy, p.seed),
+            mode: if p.mode == "deterministic" {
+                ActMode::Deterministic
+            } else {
+                ActMode::Stochastic
+            },
+            rng: rand::rngs::StdRng::seed_from_u64(p.seed ^ 0x7e57),
+            joints: bus.subscribe("/joint_states", latest)?,
+            object: bus.subscribe_quiet(&p.object_topic, latest)?,
+            phase: bus.subscribe_quiet("/rft/phase", latest)?,
+            updates: bus.subscribe_quiet("/rft/policy", latest)?,
+            action_out: bus.publisher("/rft/action")?,
+            transition_out: bus.publisher("/rft/transition")?,
+            pending: None,
+            last_phase: None,
+            last_js: None,
+            last_obj: None,
+            last_tick: None,
+            last_state_stamp: None,
+            episode: None,
+            step_in_episode: 0,
+            stats: Arc::new(Mutex::new(RunnerStats {
+                version,
+                ..RunnerStats::default()
+            })),
+            name,
+            p,
+            period,
+        })
+    }
+
+    /// The runner's counters and timings (shared; readable while it runs).
+    pub fn stats(&self) -> Arc<Mutex<RunnerStats>> {
+        self.stats.clone()
+    }
+
+    fn with_stats<R>(&self, f: impl FnOnce(&mut RunnerStats) -> R) -> R {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn swap_weights(&mut self) {
+        let Some(u) = self.updates.try_recv() else {
+            return;
+        };
+        if u.version <= self.policy.version() {
+            return;
+        }
+        let t = Instant::now();
+        let ok =
+            if !u.sha256.is_empty() && rft_policies::checkpoint::sha256_hex(&u.data) != u.sha256 {
+                Err("sha256 does not match the bytes".to_string())
+            } else {
+                self.policy.swap(&u.data).map_err(|e| e.to_string())
+            };
+        let us = t.elapsed().as_secs_f32() * 1e6;
+        match ok {
+            Ok(v) => self.with_stats(|s| {
+                s.swaps += 1;
+                s.version = v;
+                s.swap_us.push(us);
+            }),
+            Err(e) => {
+                let n = self.with_stats(|s| {
+                    s.rejected_updates += 1;
+                    s.rejected_updates
+                });
+                if n.is_power_of_two() {
+                    tracing::warn!(node = %self.name, version = u.version, error = %e, rejected = n, "policy update rejected; acting on the current weights");
+                }
+            }
+        }
+    }
+
+    fn publish_action(&self, stamp: Time, a: &[f32], tcp: &nalgebra::Isometry3<f64>) -> Result<()> {
+        let t = self.p.action.twist(a, tcp);
+        self.action_out.publish(Action {
+            header: Header {
+                stamp,
+                frame_id: self.p.base_link.clone(),
+            },
+            policy_version: self.policy.version(),
+            twist: Twist {
+                linear: V3 {
+                    x: t[0],
+                    y: t[1],
+                    z: t[2],
+                },
+                angular: V3 {
+                    x: t[3],
+                    y: t[4],
+                    z: t[5],
+                },
+            },
+            gripper: self.p.action.gripper,
+            intervention: false,
+        })
+    }
+}
+
+impl Node for PolicyRunner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn period(&self) -> Option<Duration> {
+        Some(self.period)
+    }
+
+    fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        let tick = Instant::now();
+        if let Some(prev) = self.last_tick.replace(tick) {
+            let j = (tick - prev).as_secs_f32() - self.period.as_secs_f32();
+            self.with_stats(|s| s.jitter_us.push(j * 1e6));
+        }
+        self.swap_weights();
+        if let Some(ph) = self.phase.latest() {
+            self.last_phase = Some((*ph).clone());
+        }
+        let (task, episode, phase) = self
+            .last_phase
+            .as_ref()
+            .map_or((0, 0, 0), |p| (p.task_id, p.episode_id, p.phase));
+        // A fresh, synchronised observation.
+        let t0 = Instant::now();
+        let max_age = (self.p.max_obs_age_ms * 1e6) as i64;
+        // `latest` takes the newest message off the queue: keep the last one of each.
+        if let Some(m) = self.joints.latest() {
+            self.last_js = Some(m);
+        }
+        if let Some(m) = self.object.latest() {
+            self.last_obj = Some(m);
+        }
+        let (Some(js), Some(obj)) = (self.last_js.clone(), self.last_obj.clone()) else {
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        };
+        let (ts, to) = (js.header.stamp.as_nanos(), obj.header.stamp.as_nanos());
+        let now = ctx.now.as_nanos();
+        if (ts - to).abs() > max_age || now - ts > max_age {
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        }
+        let Some(tcp) = self.fk.tcp(&js) else {
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        };
+        let mut obs = [0.0f32; STATE_OBS_DIM];
+        state_obs(&tcp, &iso(&obj), self.fk.gripper_opening(&js), &mut obs);
+        let stamp = js.header.stamp;
+        if self.last_state_stamp == Some(stamp) {
+            // No new state since the last tick: nothing new to act on.
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        }
+        self.last_state_stamp = Some(stamp);
+        if phase == PHASE_PAUSED_FOR_HUMAN || phase == PHASE_STOPPED {
+            self.pending = None;
+            self.publish_action(stamp, &[0.0; ACTION_DIM], &tcp)?;
+            self.with_stats(|s| s.paused_ticks += 1);
+            return Ok(());
+        }
+        // The previous step's transition, now that its next observation is here.
+        if let Some(prev) = self.pending.take() {
+            let ended = prev.episode != episode;
+            let success = ended
+                && self
+                    .last_phase
+                    .as_ref()
+                    .is_some_and(|p| p.reason == "success");
+            self.transition_out.publish(Transition {
+                header: Header {
+                    stamp: prev.stamp,
+                    frame_id: String::new(),
+                },
+                episode_id: prev.episode,
+                task_id: prev.task,
+                step: prev.step,
+                obs: prev.obs.to_vec(),
+                action: prev.action.to_vec(),
+                next_obs: obs.to_vec(),
+                next_obs_stamp: stamp,
+                done: success,
+                truncated: ended && !success,
+                intervention: false,
+                safety_override: false,
+                policy_version: prev.version,
+            })?;
+            self.with_stats(|s| s.transitions += 1);
+        }
+        if self.episode != Some(episode) {
+            self.episode = Some(episode);
+            self.step_in_episode = 0;
+        }
+        let step = self.step_in_episode;
+        self.step_in_episode = self.step_in_episode.saturating_add(1);
+        let mut a = [0.0f32; ACTION_DIM];
+        if self.p.explore_std > 0.0 {
+            use rand::Rng;
+            self.policy
+                .act(&obs, task, None, ActMode::Deterministic, &mut a)
+                .map_err(|e| Error::node(&self.name, e))?;
+            for x in &mut a {
+                let n: f64 = self.rng.sample(rand_distr::StandardNormal);
+                *x = (*x + (self.p.explore_std * n) as f32).clamp(-1.0, 1.0);
+            }
+        } else {
+            self.policy
+                .act(&obs, task, None, self.mode, &mut a)
+                .map_err(|e| Error::node(&self.name, e))?;
+        }
+        self.publish_action(stamp, &a, &tcp)?;
+        let us = t0.elapsed().as_secs_f32() * 1e6;
+        self.pending = Some(Pending {
+            obs,
+            action: a,
+            stamp,
+            task,
+            episode,
+            step,
+            version: self.policy.version(),
+        });
+        self.with_stats(|s| {
+            s.actions += 1;
+            s.obs_to_action_us.push(us);
+        });
+        Ok(())
+    }
+}
+
+impl NodeKind for PolicyRunnerParams {
+    const KIND: &'static str = "policy_runner";
+    // The control rate.
+    const DEFAULT_RATE_HZ: f64 = 10.0;
+
+    fn paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.policy, &mut self.urdf]
+    }
+
+    fn validate(&self) -> rft_config::Result<()> {
+        PolicyRunnerParams::validate(self)
+    }
+
+    fn build(
+        &self,
+        name: String,
+        period: Duration,
+        bus: &NodeHandle,
+        _ctx: &LaunchCtx,
+    ) -> Result<Box<dyn Node>> {
+        Ok(Box::new(PolicyRunner::new(
+            name,
+            self.clone(),
+            period,
+            bus,
+        )?))
+    }
+}
