@@ -1,7 +1,8 @@
 //! The reward node on the simulated robot: it scores each new camera frame once, stamps the
 //! reward with the frame, debounces success, adds the dense keypoint term while there is no
-//! success, marks rewards missing (and keeps running) when the VLM is down, and loads a CNN
-//! from `rft train-reward` whose scores match the library's.
+//! success, marks rewards missing (and keeps running) when the VLM is down, and loads a saved
+//! CNN classifier file (randomly initialised here: the test checks loading and that the node's
+//! scores equal the library's, not what a trained classifier scores).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[path = "../../rewards/tests/support/mod.rs"]
@@ -13,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rft_msgs::{Image, Reward};
-use rft_nodes::bus::{Bus, NodeHandle, QueueConfig, Signal, Subscription};
-use rft_nodes::launch;
-use rft_nodes::nodes::{NodeParams, RewardNode, SimRobot};
-use rft_nodes::runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
+use rft_nodes::{RewardNode, SimRobot};
 use rft_rewards::{CnnClassifier, CnnConfig, ImageRef, SuccessClassifier};
+use rft_runtime::bus::{Bus, NodeHandle, QueueConfig, Signal, Subscription};
+use rft_runtime::launch;
+use rft_runtime::{Clock, Node, Shutdown, SimClock, StepCtx};
 use support::{Reply, completion, serve, serve_on};
 
 fn launch_text(reward_params: &str) -> String {
@@ -45,7 +46,13 @@ kind = "reward"
 
 fn parse(reward_params: &str) -> Result<launch::Launch, String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/reward_test.toml");
-    launch::parse(&path, &launch_text(reward_params), &[]).map_err(|e| e.to_string())
+    launch::parse(
+        &rft_nodes::registry(),
+        &path,
+        &launch_text(reward_params),
+        &[],
+    )
+    .map_err(|e| e.to_string())
 }
 
 struct Rig {
@@ -61,10 +68,10 @@ struct Rig {
 impl Rig {
     fn new(reward_params: &str) -> Result<Self, String> {
         let l = parse(reward_params)?;
-        let NodeParams::SimRobot(rp) = &l.nodes[0].params else {
+        let Some(rp) = l.nodes[0].params::<rft_nodes::SimRobotParams>() else {
             panic!()
         };
-        let NodeParams::Reward(wp) = &l.nodes[1].params else {
+        let Some(wp) = l.nodes[1].params::<rft_nodes::RewardParams>() else {
             panic!()
         };
         let bus = Bus::inproc();
@@ -78,14 +85,14 @@ impl Rig {
         let images = test.subscribe("/camera/color/image_raw", q).unwrap();
         let robot = SimRobot::new(
             "robot".into(),
-            (**rp).clone(),
+            rp.clone(),
             Duration::from_millis(10),
             &node("robot"),
         )
         .unwrap();
         let reward = RewardNode::new(
             "reward".into(),
-            (**wp).clone(),
+            wp.clone(),
             Duration::from_millis(100),
             &node("reward"),
         )
@@ -187,7 +194,7 @@ fn a_vlm_that_is_down_marks_rewards_missing_and_the_node_keeps_running() {
 }
 
 #[test]
-fn a_trained_cnn_scores_frames_as_the_library_does() {
+fn a_saved_cnn_classifier_scores_frames_as_the_library_does() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("reward.safetensors");
     let mut clf = CnnClassifier::new(

@@ -109,6 +109,9 @@ pub struct VlmStats {
     pub requests: u64,
     pub retries: u64,
     pub failures: u64,
+    /// Total of the waits before retries, as decided (the backoff schedule, or `Retry-After`,
+    /// capped at `max_backoff_ms`), milliseconds.
+    pub backoff_ms: u64,
 }
 
 /// The client.
@@ -223,6 +226,7 @@ impl VlmClient {
             }
             let wait = failure.retry_after.unwrap_or(backoff).min(cap);
             tracing::debug!(%endpoint, reason = %failure.reason, ?wait, "retrying VLM request");
+            self.stats.backoff_ms += u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             std::thread::sleep(wait);
             backoff = (backoff * 2).min(cap);
             attempt += 1;

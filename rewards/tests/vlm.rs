@@ -143,9 +143,12 @@ fn http_500_is_retried_with_backoff_and_then_succeeds() {
         .success_probability(&ImageRef::new(w, h, &rgb).unwrap(), "t")
         .unwrap();
     assert!(p > 0.95);
-    // Two backoffs: 40 ms then 80 ms.
+    // Two backoffs, 40 ms then 80 ms: the schedule exactly, and the client really waited.
+    assert_eq!(c.stats().backoff_ms, 120);
     assert!(t0.elapsed() >= Duration::from_millis(120));
     assert_eq!((c.stats().requests, c.stats().retries), (3, 2));
+    let a = s.arrivals.lock().unwrap().clone();
+    assert!(a[1] - a[0] >= Duration::from_millis(40) && a[2] - a[1] >= Duration::from_millis(80));
 }
 
 #[test]
@@ -205,6 +208,8 @@ fn rate_limit_429_honours_retry_after() {
             .unwrap(),
         0.0
     );
+    // The server's 0.3 s, not the client's own 250 ms first backoff.
+    assert_eq!(c.stats().backoff_ms, 300);
     assert!(t0.elapsed() >= Duration::from_millis(300));
 }
 
@@ -219,6 +224,19 @@ fn requests_are_spaced_by_the_minimum_interval() {
         c.success_probability(&img, "t").unwrap();
     }
     assert!(t0.elapsed() >= Duration::from_millis(300));
+    // Every pair of requests, not only the total, is about the interval apart as the server
+    // saw them (a rate limit is a lower bound; 80 ms leaves room for connection jitter, while
+    // unpaced requests would be ~1 ms apart).
+    let a = s.arrivals.lock().unwrap().clone();
+    assert_eq!(a.len(), 4);
+    for w in a.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(80),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    assert_eq!(c.stats().backoff_ms, 0);
 }
 
 #[test]

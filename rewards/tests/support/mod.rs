@@ -28,6 +28,8 @@ pub struct Server {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Value>>>,
     pub headers: Arc<Mutex<Vec<Headers>>>,
+    /// When each request was read, in order.
+    pub arrivals: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 /// A chat completion whose content is `text`, with first-token top logprobs when given.
@@ -111,7 +113,8 @@ pub fn serve_on(port: u16, script: Vec<Reply>) -> Server {
     let url = format!("http://{}/v1", l.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
     let headers = Arc::new(Mutex::new(Vec::new()));
-    let (rq, hd) = (requests.clone(), headers.clone());
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let (rq, hd, ar) = (requests.clone(), headers.clone(), arrivals.clone());
     std::thread::spawn(move || {
         let mut n = 0usize;
         for conn in l.incoming() {
@@ -119,6 +122,7 @@ pub fn serve_on(port: u16, script: Vec<Reply>) -> Server {
             let Some((h, body)) = read_request(&mut s) else {
                 continue;
             };
+            ar.lock().unwrap().push(std::time::Instant::now());
             rq.lock().unwrap().push(body);
             hd.lock().unwrap().push(h);
             let reply = script[n.min(script.len() - 1)].clone();
@@ -131,5 +135,6 @@ pub fn serve_on(port: u16, script: Vec<Reply>) -> Server {
         url,
         requests,
         headers,
+        arrivals,
     }
 }

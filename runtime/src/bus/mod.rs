@@ -504,12 +504,18 @@ fn raw_sink(on_sample: impl Fn(RawSample<'_>) + Send + Sync + 'static) -> Sink {
                 tracing::debug!(%key, "sample on a key that is not an rmw_zenoh data key");
                 return;
             };
+            // As rmw_zenoh does (and typed subscriptions here): a sample without a valid
+            // attachment is not a ROS message and is dropped.
+            let Some(attachment) = attachment.and_then(|a| Attachment::decode(a).ok()) else {
+                tracing::debug!(%key, "dropped sample without a valid rmw_zenoh attachment");
+                return;
+            };
             on_sample(RawSample {
                 topic: &parsed.topic,
                 info: registry::by_name(&parsed.type_name).ok(),
                 type_name: &parsed.type_name,
                 payload,
-                attachment: attachment.and_then(|a| Attachment::decode(a).ok()),
+                attachment: Some(attachment),
             });
         }
     });
