@@ -363,6 +363,7 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
     for seq in 0..runs.sequences {
         // A start well inside the safe set, with obstacles that clear it.
         let mut q: Vec<f64>;
+        let mut seq_dynamic = Vec::new();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -385,6 +386,7 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
             f.set_dynamic_obstacles(&dynamic).unwrap();
             f.barriers(&q, &mut hs);
             if hs.iter().all(|(_, h)| *h > 0.01) {
+                seq_dynamic = dynamic;
                 break;
             }
         }
@@ -414,25 +416,15 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
                 q[i] += u[i] * f.config().dt_s;
             }
             u_prev.copy_from_slice(&u);
-            f.barriers(&q, &mut hs);
-            for (b, h) in &hs {
-                match b {
-                    Barrier::JointLower(_) | Barrier::JointUpper(_) => {
-                        worst_joint = worst_joint.min(*h)
-                    }
-                    Barrier::WorkspaceMin(_) | Barrier::WorkspaceMax(_) => {
-                        worst_ws = worst_ws.min(*h)
-                    }
-                    Barrier::Obstacle(..) | Barrier::DynamicObstacle(..) => {
-                        worst_obs = worst_obs.min(*h)
-                    }
-                    Barrier::OrientationCone => worst_cone = worst_cone.min(*h),
-                    Barrier::SelfCollision(..) => worst_self = worst_self.min(*h),
-                    Barrier::VelocityLimit(_) | Barrier::AccelLimit(_) => {
-                        unreachable!("limits are not barrier values")
-                    }
-                }
-            }
+            // The safe set measured independently of the filter: joint limits from the
+            // model's numbers, everything else from the DH model's link frames (the filter's
+            // own kinematics and barrier code are not used).
+            let m = independent_margins(&f, &q, &seq_dynamic);
+            worst_joint = worst_joint.min(m.joint);
+            worst_ws = worst_ws.min(m.workspace);
+            worst_obs = worst_obs.min(m.obstacle);
+            worst_self = worst_self.min(m.self_collision);
+            worst_cone = worst_cone.min(m.cone);
         }
     }
     // Joint limits are linear and α·dt < 1: exact. The others are nonlinear in q and
@@ -456,6 +448,118 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
     );
     seen.slack_share = slack_steps as f64 / seen.steps as f64;
     seen
+}
+
+/// The smallest margin of each kind of constraint at `q` (negative: violated), from the
+/// independent DH model in `common` and the configuration's numbers.
+struct Margins {
+    joint: f64,
+    workspace: f64,
+    obstacle: f64,
+    self_collision: f64,
+    cone: f64,
+}
+
+fn independent_margins(f: &CbfFilter, q: &[f64], dynamic: &[(Point3<f64>, f64)]) -> Margins {
+    let cfg = f.config();
+    let chain = f.chain();
+    let pad = cfg.joint_padding_rad;
+    let joint = chain
+        .joints
+        .iter()
+        .zip(q)
+        .map(|(j, qi)| (qi - (j.lower + pad)).min((j.upper - pad) - qi))
+        .fold(f64::MAX, f64::min);
+    let links = common::dh_link_frames(q);
+    let tool = common::dh_tcp(q);
+    let p = tool.translation.vector;
+    let workspace = (0..3)
+        .map(|k| (p[k] - cfg.workspace_min[k]).min(cfg.workspace_max[k] - p[k]))
+        .fold(f64::MAX, f64::min);
+    let center = |s: &rft_safety::kinematics::Sphere| match s.joint {
+        Some(j) => links[j] * s.center_in_frame,
+        None => s.center_in_frame,
+    };
+    let mut obstacle = f64::MAX;
+    for s in chain
+        .spheres
+        .iter()
+        .filter(|s| s.joint.is_some_and(|j| j >= cfg.first_obstacle_joint))
+    {
+        let c = center(s);
+        for (oc, orad) in cfg.obstacles.iter().chain(dynamic) {
+            obstacle = obstacle.min((c - oc).norm() - (s.radius + orad));
+        }
+    }
+    let self_collision = cfg
+        .self_pairs
+        .iter()
+        .map(|&(a, b)| {
+            let (sa, sb) = (&chain.spheres[a], &chain.spheres[b]);
+            (center(sa) - center(sb)).norm() - (sa.radius + sb.radius)
+        })
+        .fold(f64::MAX, f64::min);
+    let cone = cfg.orientation_cone.map_or(f64::MAX, |c| {
+        let axis = tool.rotation * c.axis_in_tool.into_inner();
+        c.max_angle_rad - axis.dot(&c.reference).clamp(-1.0, 1.0).acos()
+    });
+    Margins {
+        joint,
+        workspace,
+        obstacle,
+        self_collision,
+        cone,
+    }
+}
+
+#[test]
+fn the_independent_model_agrees_with_the_filter_where_both_measure() {
+    // A check of the oracle itself: at random postures its margins equal the filter's
+    // barrier values (so a violation it reports is real, and one it misses is not hidden by a
+    // different model).
+    let mut f = common::filter(Extras {
+        self_pairs: true,
+        cone: true,
+        prune: false,
+    });
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut hs = Vec::new();
+    for _ in 0..200 {
+        let q: Vec<f64> = READY
+            .iter()
+            .map(|v| v + rng.random_range(-0.6..=0.6))
+            .collect();
+        f.barriers(&q, &mut hs);
+        let min_of = |pick: &dyn Fn(&Barrier) -> bool| {
+            hs.iter()
+                .filter(|(b, _)| pick(b))
+                .map(|(_, h)| *h)
+                .fold(f64::MAX, f64::min)
+        };
+        let m = independent_margins(&f, &q, &[]);
+        let pairs = [
+            (
+                m.joint,
+                min_of(&|b| matches!(b, Barrier::JointLower(_) | Barrier::JointUpper(_))),
+            ),
+            (
+                m.workspace,
+                min_of(&|b| matches!(b, Barrier::WorkspaceMin(_) | Barrier::WorkspaceMax(_))),
+            ),
+            (m.obstacle, min_of(&|b| matches!(b, Barrier::Obstacle(..)))),
+            (
+                m.self_collision,
+                min_of(&|b| matches!(b, Barrier::SelfCollision(..))),
+            ),
+            (m.cone, min_of(&|b| matches!(b, Barrier::OrientationCone))),
+        ];
+        for (i, (ours, theirs)) in pairs.iter().enumerate() {
+            assert!(
+                (ours - theirs).abs() < 1e-9,
+                "kind {i} at {q:?}: {ours} vs {theirs}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nalgebra::{Point3, Unit, Vector3};
+use nalgebra::{Isometry3, Point3, Unit, Vector3};
 use rft_safety::cbf::{CbfConfig, CbfFilter, OrientationCone, self_collision_pairs};
 use rft_safety::kinematics::Chain;
 
@@ -62,4 +62,40 @@ pub fn filter(extras: Extras) -> CbfFilter {
     let chain = chain();
     let cfg = config(&chain, extras);
     CbfFilter::new(chain, cfg)
+}
+
+/// An independent model of the Panda for oracles: Craig's modified DH with Franka's published
+/// table (`Rx(α) Tx(a) Rz(θ) Tz(d)` per joint), none of the URDF parser's or the filter's
+/// kinematics. Returns the frame of each link after its joint's motion (`panda_link1..7`).
+pub fn dh_link_frames(q: &[f64]) -> [Isometry3<f64>; 7] {
+    use std::f64::consts::FRAC_PI_2;
+    let table = [
+        (0.0, 0.333, 0.0),
+        (0.0, 0.0, -FRAC_PI_2),
+        (0.0, 0.316, FRAC_PI_2),
+        (0.0825, 0.0, FRAC_PI_2),
+        (-0.0825, 0.384, -FRAC_PI_2),
+        (0.0, 0.0, FRAC_PI_2),
+        (0.088, 0.0, FRAC_PI_2),
+    ];
+    let mut t = Isometry3::identity();
+    let mut out = [Isometry3::identity(); 7];
+    for (i, (a, d, alpha)) in table.iter().enumerate() {
+        t = t
+            * Isometry3::rotation(Vector3::x() * *alpha)
+            * Isometry3::translation(*a, 0.0, 0.0)
+            * Isometry3::rotation(Vector3::z() * q[i])
+            * Isometry3::translation(0.0, 0.0, *d);
+        out[i] = t;
+    }
+    out
+}
+
+/// The tool frame (`panda_hand_tcp`): the flange 0.107 m beyond link 7, the hand turned −45°
+/// about z, the TCP 0.1034 m further along z.
+pub fn dh_tcp(q: &[f64]) -> Isometry3<f64> {
+    dh_link_frames(q)[6]
+        * Isometry3::translation(0.0, 0.0, 0.107)
+        * Isometry3::rotation(Vector3::z() * -std::f64::consts::FRAC_PI_4)
+        * Isometry3::translation(0.0, 0.0, 0.1034)
 }
