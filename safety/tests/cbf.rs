@@ -363,7 +363,7 @@ fn check_invariance(mut f: CbfFilter, runs: Runs) -> Seen {
     for seq in 0..runs.sequences {
         // A start well inside the safe set, with obstacles that clear it.
         let mut q: Vec<f64>;
-        let mut seq_dynamic = Vec::new();
+        let seq_dynamic;
         let mut tries = 0;
         loop {
             tries += 1;
