@@ -65,7 +65,8 @@ pub struct LearnerParams {
     /// next observation.
     #[serde(default = "default_tolerance")]
     pub reward_tolerance_ms: f64,
-    /// Wall time to wait for a transition's reward before dropping it.
+    /// How long to wait for a transition's reward before dropping it, on the node's clock
+    /// (simulated time in a sim run, where a slow machine must not drop rewards).
     #[serde(default = "default_wait")]
     pub reward_wait_ms: f64,
     /// At most this many update rounds per tick (and never more rounds than transitions).
@@ -165,7 +166,8 @@ pub struct LearnerStats {
 
 struct Waiting {
     t: Transition,
-    since: Instant,
+    /// When it arrived, on the node's clock (simulated time in a sim run).
+    since_ns: i64,
 }
 
 pub struct Learner {
@@ -290,9 +292,9 @@ impl Learner {
 
     /// Moves transitions whose reward is known into the buffer; drops the ones whose reward
     /// will not come.
-    fn join(&mut self) -> Result<()> {
+    fn join(&mut self, now_ns: i64) -> Result<()> {
         let tol = (self.p.reward_tolerance_ms * 1e6) as i64;
-        let wait = Duration::from_secs_f64(self.p.reward_wait_ms / 1e3);
+        let wait_ns = (self.p.reward_wait_ms * 1e6) as i64;
         let newest = self.scored.keys().next_back().copied();
         while let Some(w) = self.waiting.front() {
             let at = w.t.next_obs_stamp.as_nanos();
@@ -304,7 +306,7 @@ impl Learner {
             let outcome = match best {
                 Some(r) => Some(Some(r)),
                 // Rewards arrive in stamp order: one past the window means none will match.
-                None if newest.is_some_and(|n| n > at + tol) || w.since.elapsed() > wait => {
+                None if newest.is_some_and(|n| n > at + tol) || now_ns - w.since_ns > wait_ns => {
                     Some(None)
                 }
                 None => None,
@@ -427,14 +429,14 @@ impl Node for Learner {
             self.with_stats(|s| s.transitions += 1);
             self.waiting.push_back(Waiting {
                 t: (*t).clone(),
-                since: Instant::now(),
+                since_ns: ctx.now.as_nanos(),
             });
         }
         for r in self.rewards.drain() {
             self.scored
                 .insert(r.header.stamp.as_nanos(), (r.reward, r.valid));
         }
-        self.join()?;
+        self.join(ctx.now.as_nanos())?;
         let mut rounds = 0;
         while self.allowance > 0 && rounds < self.p.max_rounds_per_tick && !ctx.is_shutting_down() {
             let t = Instant::now();

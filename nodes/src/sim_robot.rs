@@ -47,11 +47,13 @@ pub struct SimRobotParams {
     /// Initial arm posture (default: the URDF arm's ready posture).
     #[serde(default)]
     pub initial_q: Option<Vec<f64>>,
-    /// On a sim clock: 1 runs in real time, 0 as fast as possible.
+    /// On a sim clock with the threaded executor: 1 runs in real time, 0 as fast as possible.
+    /// (The lockstep executor always runs as fast as possible and ignores it.)
     #[serde(default = "one")]
     pub realtime_factor: f64,
-    /// On a sim clock: wall time to wait for the command answering each joint state. After a
-    /// timeout the sim runs free until a command arrives again. 0 never waits.
+    /// On a sim clock with the threaded executor: wall time to wait for the command answering
+    /// each joint state. After a timeout the sim runs free until a command arrives again. 0 never
+    /// waits. (The lockstep executor delivers the command before the next step; no waiting.)
     #[serde(default = "default_lockstep_ms")]
     pub lockstep_timeout_ms: f64,
     /// A joint-velocity command older than this (simulated time) is replaced by zero.
@@ -174,6 +176,8 @@ pub struct SimRobot {
     /// arrives after a timeout (so a launch with no controller does not crawl).
     expect_cmd: bool,
     pace_origin: Option<(Instant, i64)>,
+    /// On the lockstep executor: whether the first state was published.
+    lockstep_started: bool,
     counts: SimRobotCounts,
 }
 
@@ -224,6 +228,7 @@ impl SimRobot {
             last_cmd_ns: None,
             expect_cmd: true,
             pace_origin: None,
+            lockstep_started: false,
             counts: SimRobotCounts::default(),
         })
     }
@@ -372,11 +377,23 @@ impl Node for SimRobot {
     fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
         let now = ctx.now;
         let t = now.as_nanos();
-        self.publish(now)?;
         let sim_clock = match ctx.clock {
             Clock::Sim(s) => Some(s.clone()),
             Clock::Wall => None,
         };
+        if sim_clock.as_ref().is_some_and(|c| c.is_lockstep()) {
+            // The lockstep executor owns time and has delivered everything sent since the
+            // last step: apply the command that answered the last state over the period just
+            // past, then publish the state at `t`.
+            if self.lockstep_started {
+                self.take_commands(ctx, false);
+                self.driver.advance(self.period.as_secs_f64());
+                self.log_events(now)?;
+            }
+            self.lockstep_started = true;
+            return self.publish(now);
+        }
+        self.publish(now)?;
         self.take_commands(ctx, sim_clock.is_some());
         self.driver.advance(self.period.as_secs_f64());
         self.log_events(now)?;

@@ -260,3 +260,29 @@ fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out()
         "unknown field `stuck`",
     );
 }
+
+#[test]
+fn the_lockstep_executor_needs_a_sim_clock_and_the_in_process_bus() {
+    assert_names(
+        &err(&format!("{GOOD}[clock]\nexecutor = \"lockstep\"\n")),
+        "clock.executor",
+        "kind = \"sim\"",
+    );
+    assert_names(
+        &err(&format!(
+            "{GOOD}[clock]\nkind = \"sim\"\nexecutor = \"lockstep\"\n[bus]\nkind = \"zenoh\"\n"
+        )),
+        "clock.executor",
+        "bus.kind = \"inproc\"",
+    );
+    assert_names(
+        &err(&format!(
+            "{GOOD}[clock]\nkind = \"sim\"\nexecutor = \"fast\"\n"
+        )),
+        "clock.executor",
+        "unknown variant `fast`",
+    );
+    let ok = format!("{GOOD}[clock]\nkind = \"sim\"\nexecutor = \"lockstep\"\n");
+    let l = launch::parse(&rft_nodes::registry(), Path::new("l.toml"), &ok, &[]).unwrap();
+    assert_eq!(l.file.clock.executor, launch::ExecutorKind::Lockstep);
+}

@@ -8,7 +8,7 @@ use crate::bus::zenoh::ZenohTransport;
 use crate::bus::{Bus, Signal};
 use crate::error::{Error, Result};
 use crate::executor::{Clock, RunReport, Runtime, Shutdown, SimClock, Stage};
-use crate::launch::{BusConfig, BusKind, ClockKind, Launch, LaunchCtx};
+use crate::launch::{BusConfig, BusKind, ClockKind, ExecutorKind, Launch, LaunchCtx};
 
 /// Opens the bus a launch file asks for.
 pub fn open_bus(cfg: &BusConfig) -> Result<Bus> {
@@ -130,6 +130,9 @@ pub fn prepare_in(launch: &Launch, only: Option<&str>, dir: Option<PathBuf>) -> 
     };
     let mut runtime =
         Runtime::new(clock).with_progress(Duration::from_secs_f64(launch.file.progress_s));
+    if launch.file.clock.executor == ExecutorKind::Lockstep {
+        runtime = runtime.lockstep()?;
+    }
     for spec in launch
         .nodes
         .iter()

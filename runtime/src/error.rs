@@ -15,6 +15,9 @@ pub enum Error {
         key: String,
         reason: String,
     },
+    /// The runtime cannot run as asked (e.g. the lockstep executor on a wall clock).
+    #[error("runtime: {0}")]
+    Runtime(String),
     #[error("node `{node}`: {reason}")]
     Node { node: String, reason: String },
     #[error("recording {}: {reason}", path.display())]

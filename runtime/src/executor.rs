@@ -1,6 +1,13 @@
 //! The node runtime: it owns threads, timers, the clock and shutdown. A node is a plain struct
 //! with `step` (on its timer) and `on_wake` (when a subscription delivered); it never spawns
 //! threads or sleeps to pace itself.
+//!
+//! Two executors run the same nodes:
+//! - threads (the default, and what a robot runs): one thread per node, timers on the clock;
+//! - lockstep ([`Runtime::lockstep`], sim clock and in-process bus only): one thread steps every
+//!   due node in the order they were added, delivers messages until no node has anything
+//!   pending, and only then moves simulated time to the next due step. Nothing waits on the
+//!   wall clock, so a run is as fast as the CPU allows and the same inputs give the same run.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,14 +22,22 @@ use crate::error::{Error, Result};
 /// Longest a node thread sleeps before it looks at the shutdown flag again.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
-/// Simulated time, advanced by whoever owns the simulation.
+/// Simulated time, advanced by whoever owns the simulation: the simulator node on the threaded
+/// executor, the executor itself in lockstep.
 #[derive(Debug, Default)]
 pub struct SimClock {
     ns: AtomicI64,
     waiters: Mutex<Vec<Weak<Signal>>>,
+    lockstep: AtomicBool,
 }
 
 impl SimClock {
+    /// Whether the lockstep executor owns this clock: a simulator node then steps physics
+    /// between its own steps instead of moving time or waiting for commands.
+    pub fn is_lockstep(&self) -> bool {
+        self.lockstep.load(Ordering::Acquire)
+    }
+
     pub fn now_ns(&self) -> i64 {
         self.ns.load(Ordering::Acquire)
     }
@@ -216,6 +231,7 @@ pub struct Runtime {
     shutdown: Arc<Shutdown>,
     entries: Vec<Entry>,
     progress_every: Option<Duration>,
+    lockstep: bool,
 }
 
 impl Runtime {
@@ -225,7 +241,20 @@ impl Runtime {
             shutdown: Arc::new(Shutdown::default()),
             entries: Vec::new(),
             progress_every: None,
+            lockstep: false,
         }
+    }
+
+    /// Runs the nodes in lockstep on one thread (see the module docs). Needs a sim clock.
+    pub fn lockstep(mut self) -> Result<Self> {
+        let Clock::Sim(s) = &self.clock else {
+            return Err(Error::Runtime(
+                "the lockstep executor needs a sim clock ([clock] kind = \"sim\")".into(),
+            ));
+        };
+        s.lockstep.store(true, Ordering::Release);
+        self.lockstep = true;
+        Ok(self)
     }
 
     /// Logs a progress line (steps and overruns per node) this often.
@@ -271,11 +300,15 @@ impl Runtime {
 
     /// Runs until `duration` passes (on the runtime's clock) or shutdown is triggered.
     pub fn run(self, duration: Option<Duration>) -> Result<RunReport> {
+        if self.lockstep {
+            return self.run_lockstep(duration);
+        }
         let Runtime {
             clock,
             shutdown,
             entries,
             progress_every,
+            lockstep: _,
         } = self;
         let main_signal = Arc::new(Signal::default());
         shutdown.register(main_signal.clone());
@@ -393,6 +426,181 @@ impl Runtime {
         );
         Ok(RunReport {
             nodes,
+            reason,
+            stop_latency,
+        })
+    }
+
+    fn run_lockstep(self, duration: Option<Duration>) -> Result<RunReport> {
+        let Runtime {
+            clock,
+            shutdown,
+            entries,
+            progress_every,
+            lockstep: _,
+        } = self;
+        let Clock::Sim(sim) = &clock else {
+            return Err(Error::Runtime(
+                "the lockstep executor needs a sim clock".into(),
+            ));
+        };
+        struct Stepped {
+            entry: Entry,
+            period_ns: Option<i64>,
+            next_ns: i64,
+            stats: NodeStats,
+            error: Option<String>,
+        }
+        let start_ns = sim.now_ns();
+        let mut nodes: Vec<Stepped> = entries
+            .into_iter()
+            .map(|entry| {
+                let period_ns = entry
+                    .node
+                    .period()
+                    .map(|p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX).max(1));
+                Stepped {
+                    entry,
+                    period_ns,
+                    next_ns: start_ns,
+                    stats: NodeStats::default(),
+                    error: None,
+                }
+            })
+            .collect();
+        tracing::info!(nodes = nodes.len(), "runtime started (lockstep)");
+        let end_ns = duration
+            .map(|d| start_ns.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)));
+        let start_wall = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut now_ns = start_ns;
+        // A node that keeps waking others forever would never let time move; past this many
+        // delivery rounds in one tick the run stops with that reason.
+        const MAX_ROUNDS: usize = 10_000;
+        'ticks: while !shutdown.is_triggered() {
+            if end_ns.is_some_and(|e| now_ns >= e) {
+                shutdown.trigger("duration reached");
+                break;
+            }
+            let now = Time::from_nanos(now_ns);
+            let ctx = StepCtx {
+                now,
+                clock: &clock,
+                shutdown: &shutdown,
+            };
+            for n in nodes.iter_mut() {
+                let Some(p) = n.period_ns else { continue };
+                if n.next_ns > now_ns {
+                    continue;
+                }
+                if let Err(e) = n.entry.node.step(&ctx) {
+                    let name = n.entry.node.name().to_string();
+                    tracing::error!(node = %name, error = %e, "step failed; stopping");
+                    shutdown.trigger(&format!("node {name} failed: {e}"));
+                    n.error = Some(e.to_string());
+                    break 'ticks;
+                }
+                n.stats.steps.fetch_add(1, Ordering::Relaxed);
+                n.next_ns += p;
+            }
+            let mut rounds = 0;
+            loop {
+                let mut any = false;
+                for n in nodes.iter_mut() {
+                    if !n.entry.wake.take() {
+                        continue;
+                    }
+                    any = true;
+                    n.stats.wakes.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = n.entry.node.on_wake(&ctx) {
+                        let name = n.entry.node.name().to_string();
+                        tracing::error!(node = %name, error = %e, "message handling failed; stopping");
+                        shutdown.trigger(&format!("node {name} failed: {e}"));
+                        n.error = Some(e.to_string());
+                        break 'ticks;
+                    }
+                }
+                rounds += 1;
+                if !any {
+                    break;
+                }
+                if rounds >= MAX_ROUNDS {
+                    shutdown.trigger("messages kept waking nodes without end in one tick");
+                    break 'ticks;
+                }
+            }
+            // Time moves to the next due step, only now that every node has answered.
+            let Some(next) = nodes
+                .iter()
+                .filter(|n| n.period_ns.is_some())
+                .map(|n| n.next_ns)
+                .min()
+            else {
+                shutdown.trigger("no node has a timer: nothing moves simulated time");
+                break;
+            };
+            now_ns = next.max(now_ns);
+            sim.advance_to(now_ns);
+            if let Some(every) = progress_every
+                && last_progress.elapsed() >= every
+            {
+                last_progress = Instant::now();
+                let summary: Vec<String> = nodes
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{}: {} steps",
+                            n.entry.node.name(),
+                            n.stats.steps.load(Ordering::Relaxed)
+                        )
+                    })
+                    .collect();
+                tracing::info!(
+                    elapsed_s = format!("{:.1}", start_wall.elapsed().as_secs_f64()),
+                    sim_s = format!("{:.1}", (now_ns - start_ns) as f64 / 1e9),
+                    "{}",
+                    summary.join(" | ")
+                );
+            }
+        }
+        let stop_requested = Instant::now();
+        let reason = shutdown.reason().unwrap_or_else(|| "stopped".into());
+        tracing::info!(%reason, "stopping nodes");
+        let ctx = StepCtx {
+            now: Time::from_nanos(now_ns),
+            clock: &clock,
+            shutdown: &shutdown,
+        };
+        // Shutdown hooks in stage order (observers last), in the order the nodes were added.
+        nodes.sort_by_key(|n| n.entry.stage);
+        let mut reports = Vec::new();
+        for mut n in nodes {
+            // What the stage before sent (final commands) reaches this node first.
+            if n.entry.wake.take()
+                && let Err(e) = n.entry.node.on_wake(&ctx)
+            {
+                n.error.get_or_insert(e.to_string());
+            }
+            if let Err(e) = n.entry.node.shutdown(&ctx) {
+                tracing::warn!(node = %n.entry.node.name(), error = %e, "shutdown hook failed");
+                n.error.get_or_insert(e.to_string());
+            }
+            reports.push(NodeReport {
+                name: n.entry.node.name().to_string(),
+                steps: n.stats.steps.load(Ordering::Relaxed),
+                overruns: 0,
+                wakes: n.stats.wakes.load(Ordering::Relaxed),
+                error: n.error,
+            });
+            drop(n.entry.handle);
+        }
+        let stop_latency = stop_requested.elapsed();
+        tracing::info!(
+            stop_ms = stop_latency.as_millis() as u64,
+            "all nodes stopped"
+        );
+        Ok(RunReport {
+            nodes: reports,
             reason,
             stop_latency,
         })
@@ -546,6 +754,55 @@ mod tests {
         assert!(shut.load(Ordering::Relaxed), "shutdown hook ran");
         assert_eq!(report.reason, "test");
         assert!(report.stop_latency < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn lockstep_steps_each_node_on_its_period_and_moves_time_itself() {
+        let sim = Arc::new(SimClock::default());
+        let mut rt = Runtime::new(Clock::Sim(sim.clone())).lockstep().unwrap();
+        assert!(sim.is_lockstep());
+        let counters: Vec<(Arc<AtomicU64>, Arc<AtomicBool>)> = [10, 25]
+            .iter()
+            .map(|ms| {
+                let (steps, shut) = (
+                    Arc::new(AtomicU64::new(0)),
+                    Arc::new(AtomicBool::new(false)),
+                );
+                rt.add(
+                    Box::new(Counter {
+                        period: Duration::from_millis(*ms),
+                        steps: steps.clone(),
+                        work: Duration::ZERO,
+                        shut: shut.clone(),
+                    }),
+                    Arc::new(Signal::default()),
+                );
+                (steps, shut)
+            })
+            .collect();
+        let report = rt.run(Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(report.reason, "duration reached");
+        // Steps at 0, 10, ..., 90 ms and at 0, 25, 50, 75 ms: exactly, with no wall-clock
+        // pacing and no missed tick.
+        assert_eq!(counters[0].0.load(Ordering::Relaxed), 10);
+        assert_eq!(counters[1].0.load(Ordering::Relaxed), 4);
+        assert!(
+            counters
+                .iter()
+                .all(|(_, shut)| shut.load(Ordering::Relaxed))
+        );
+        assert_eq!(sim.now_ns(), 100_000_000);
+        assert!(
+            report
+                .nodes
+                .iter()
+                .all(|n| n.overruns == 0 && n.error.is_none())
+        );
+    }
+
+    #[test]
+    fn lockstep_refuses_a_wall_clock() {
+        assert!(Runtime::new(Clock::Wall).lockstep().is_err());
     }
 
     #[test]

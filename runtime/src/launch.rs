@@ -282,11 +282,26 @@ pub enum ClockKind {
     Sim,
 }
 
+/// How the nodes are run.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// One thread per node, timers on the clock (what a robot runs).
+    #[default]
+    Threads,
+    /// One thread, nodes stepped in launch-file order, simulated time moved only when every
+    /// node has answered: as fast as the CPU allows, and the same seed gives the same run.
+    /// Needs `kind = "sim"` and the in-process bus.
+    Lockstep,
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClockConfig {
     #[serde(default)]
     pub kind: ClockKind,
+    #[serde(default)]
+    pub executor: ExecutorKind,
 }
 
 /// One `[[nodes]]` entry.
@@ -430,6 +445,20 @@ fn validate(registry: &Registry, path: &Path, f: &LaunchFile) -> Result<Vec<Node
             "progress_s",
             format!("must be positive, got {}", f.progress_s),
         ));
+    }
+    if f.clock.executor == ExecutorKind::Lockstep {
+        if f.clock.kind != ClockKind::Sim {
+            return Err(err(
+                "clock.executor",
+                "`lockstep` needs simulated time: set clock.kind = \"sim\"".into(),
+            ));
+        }
+        if f.bus.kind != BusKind::Inproc {
+            return Err(err(
+                "clock.executor",
+                "`lockstep` runs every node in this process on one thread: set bus.kind = \"inproc\" (or executor = \"threads\" for other buses)".into(),
+            ));
+        }
     }
     if f.bus.kind == BusKind::Ros2 && !cfg!(feature = "ros2") {
         return Err(err(

@@ -154,6 +154,12 @@ impl Signal {
         self.cv.notify_all();
     }
 
+    /// Whether it was notified since the last wait or take; clears the flag without waiting.
+    pub fn take(&self) -> bool {
+        let mut g = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *g, false)
+    }
+
     /// Waits until notified or `timeout` passes; returns whether it was notified. Clears the flag.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let g = self.set.lock().unwrap_or_else(|p| p.into_inner());
