@@ -34,8 +34,8 @@ pub struct TransitionIn<'a> {
 
 pub const FLAG_INTERVENTION: u8 = 1;
 pub const FLAG_SAFETY_OVERRIDE: u8 = 2;
-const FLAG_TERMINATED: u8 = 4;
-const FLAG_EPISODE_END: u8 = 8;
+pub const FLAG_TERMINATED: u8 = 4;
+pub const FLAG_EPISODE_END: u8 = 8;
 
 /// A sampled minibatch, host side, ready for the agent. `obs`/`next_obs` are already
 /// normalised and carry the task one-hot.
@@ -245,6 +245,12 @@ impl ReplayBuffer {
     /// Flags of stored transition `i` (0 = oldest).
     pub fn flags(&self, i: usize) -> u8 {
         self.flags[self.slot(i)]
+    }
+
+    /// Reward and task id of stored transition `i` (0 = oldest).
+    pub fn reward_and_task(&self, i: usize) -> (f32, u8) {
+        let s = self.slot(i);
+        (self.reward[s], self.task[s])
     }
 
     fn slot(&self, i: usize) -> usize {
