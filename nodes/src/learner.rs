@@ -164,6 +164,16 @@ pub struct LearnerStats {
     pub update_ms: Vec<f32>,
 }
 
+/// What the reward node said about one camera frame.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    reward: f32,
+    valid: bool,
+    /// The classifier's (debounced) success: the frame shows the task done.
+    success: bool,
+    task_id: u8,
+}
+
 struct Waiting {
     t: Transition,
     /// When it arrived, on the node's clock (simulated time in a sim run).
@@ -185,7 +195,7 @@ pub struct Learner {
     out: Publisher<PolicyUpdate>,
     waiting: VecDeque<Waiting>,
     /// Rewards by frame stamp (ns): (reward, valid).
-    scored: BTreeMap<i64, (f32, bool)>,
+    scored: BTreeMap<i64, Scored>,
     /// Rounds the data allows (one per rewarded transition after the warm-up).
     allowance: u64,
     version: u64,
@@ -303,6 +313,9 @@ impl Learner {
                 .range(at - tol..=at + tol)
                 .min_by_key(|(k, _)| (**k - at).abs())
                 .map(|(_, v)| *v);
+            // A frame scored for another task (the episode switched between the observation
+            // and the next one) does not say how this transition's action did.
+            let best = best.filter(|r| r.task_id == w.t.task_id);
             let outcome = match best {
                 Some(r) => Some(Some(r)),
                 // Rewards arrive in stamp order: one past the window means none will match.
@@ -316,15 +329,24 @@ impl Learner {
                 break;
             };
             match outcome {
-                Some((reward, true)) => {
+                Some(Scored {
+                    reward,
+                    valid: true,
+                    success,
+                    ..
+                }) => {
                     let t = &w.t;
+                    // Terminal when the classifier calls the next frame a success: that is
+                    // the step that reached the goal. (The runner learns of the success only
+                    // at its next tick, so its `done` marks the step after; that one only ends
+                    // the episode.)
                     let pushed = self.buffer.push(&TransitionIn {
                         obs: &t.obs,
                         action: &t.action,
                         reward,
                         next_obs: &t.next_obs,
-                        terminated: t.done,
-                        episode_end: t.done || t.truncated,
+                        terminated: success,
+                        episode_end: success || t.done || t.truncated,
                         task_id: t.task_id,
                         intervention: t.intervention,
                         safety_override: t.safety_override,
@@ -339,7 +361,7 @@ impl Learner {
                             let len = self.buffer.len();
                             self.with_stats(|s| {
                                 s.rewarded += 1;
-                                s.successes += u64::from(t.done);
+                                s.successes += u64::from(success);
                                 s.buffer_len = len;
                             });
                         }
@@ -354,7 +376,7 @@ impl Learner {
                         }
                     }
                 }
-                Some((_, false)) => self.with_stats(|s| {
+                Some(Scored { valid: false, .. }) => self.with_stats(|s| {
                     s.invalid_rewards += 1;
                     s.unrewarded += 1;
                 }),
@@ -433,8 +455,15 @@ impl Node for Learner {
             });
         }
         for r in self.rewards.drain() {
-            self.scored
-                .insert(r.header.stamp.as_nanos(), (r.reward, r.valid));
+            self.scored.insert(
+                r.header.stamp.as_nanos(),
+                Scored {
+                    reward: r.reward,
+                    valid: r.valid,
+                    success: r.success,
+                    task_id: r.task_id,
+                },
+            );
         }
         self.join(ctx.now.as_nanos())?;
         let mut rounds = 0;

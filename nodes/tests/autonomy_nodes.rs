@@ -73,7 +73,7 @@ rate_hz = 50
 init = "{init}"
 out = "{out}"
 warmup_transitions = 10
-publish_every = 5
+publish_every = 2
 checkpoint_every = 20
 offline_ratio = 0.0
 "#,
@@ -698,9 +698,9 @@ fn the_lockstep_executor_gives_the_same_run_twice() {
 fn the_learner_buffer_holds_each_transition_with_the_reward_of_its_next_frame() {
     // On the lockstep executor the whole exchange is reproducible, so the learner's buffer can
     // be checked entry by entry against the messages that were published: each transition
-    // joined with the reward stamped at its next observation (within the 60 ms tolerance),
-    // dropped when no valid reward matches, in arrival order; the reward value, task and
-    // terminal flag exactly as published.
+    // joined with the reward stamped at its next observation (within the 60 ms tolerance) for
+    // the same task, dropped when no valid reward matches, in arrival order; the reward value
+    // and task as published, terminal exactly when that reward reports the success.
     let a = artifacts();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("learner");
@@ -725,7 +725,9 @@ fn the_learner_buffer_holds_each_transition_with_the_reward_of_its_next_frame() 
             .filter(|r| (r.header.stamp.as_nanos() - at).abs() <= tol)
             .min_by_key(|r| (r.header.stamp.as_nanos() - at).abs());
         match best {
-            Some(r) if r.valid => expected.push((r.reward, t.task_id, t.done)),
+            Some(r) if r.valid && r.task_id == t.task_id => {
+                expected.push((r.reward, t.task_id, r.success))
+            }
             _ => dropped += 1,
         }
     }
@@ -757,8 +759,8 @@ fn the_learner_buffer_holds_each_transition_with_the_reward_of_its_next_frame() 
         got.iter().any(|(r, _, _)| *r == 1.0),
         "no rewarded transition"
     );
-    // A reward only on the terminal step of a classifier success: the episode manager ends the
-    // episode on the success the reward reports, and the runner marks that transition done.
+    // A reward only on the terminal step of a classifier success: the step whose next frame
+    // the classifier calls a success (not the step after, when the runner hears of it).
     assert!(
         got.iter().all(|(r, _, done)| (*r == 1.0) == *done),
         "{got:?}"
