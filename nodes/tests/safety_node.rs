@@ -168,6 +168,39 @@ impl Rig {
         self.tick_with(None)
     }
 
+    /// Like [`Self::tick`], with the state's joints listed as `order` gives them (indices into
+    /// the arm's joints; `None` entries are extra joints the arm does not have).
+    fn tick_ordered(&mut self, order: &[Option<usize>]) -> Option<[f64; 7]> {
+        self.advance();
+        let name = |j: &Option<usize>| match j {
+            Some(i) => format!("panda_joint{}", i + 1),
+            None => "panda_finger_joint1".to_string(),
+        };
+        self.states
+            .publish(JointState {
+                header: Header::at(Time::from_nanos(self.t_ns)),
+                name: order.iter().map(name).collect(),
+                position: order
+                    .iter()
+                    .map(|j| j.map_or(0.04, |i| self.q[i]))
+                    .collect(),
+                velocity: order.iter().map(|j| j.map_or(0.0, |i| self.u[i])).collect(),
+                effort: vec![0.0; order.len()],
+            })
+            .unwrap();
+        let ctx = StepCtx::new(Time::from_nanos(self.t_ns), &self.clock, &self.shutdown);
+        self.node.on_wake(&ctx).unwrap();
+        let cmd = self.cmd.try_recv()?;
+        // The command is in the chain's joint order whatever the state's order was.
+        let u: [f64; 7] = cmd.data.as_slice().try_into().unwrap();
+        for (q, v) in self.q.iter_mut().zip(&u) {
+            *q += v * PERIOD_NS as f64 * 1e-9;
+        }
+        self.u = u;
+        self.drain_status();
+        Some(u)
+    }
+
     /// The node's timer with no joint state.
     fn timer(&mut self) -> Option<[f64; 7]> {
         self.advance();
@@ -273,6 +306,45 @@ fn a_safe_twist_is_tracked_and_the_status_says_ok() {
     );
     assert_eq!(rig.status().state, SAFETY_OK, "{:?}", rig.status());
     assert_eq!(rig.node.counts().teleop_steps, 0);
+}
+
+#[test]
+fn joint_states_in_another_order_with_extra_joints_give_the_same_commands() {
+    // As a robot driver may publish them: the arm's joints shuffled, a gripper joint among
+    // them. The filter matches joints by name, so the commands are exactly those of the
+    // canonical order; a state that lacks one of the chain's joints is refused and counted.
+    let canonical: Vec<Option<usize>> = (0..7).map(Some).collect();
+    let shuffled = vec![
+        Some(3),
+        None,
+        Some(0),
+        Some(6),
+        Some(2),
+        Some(5),
+        Some(1),
+        Some(4),
+    ];
+    let (mut a, mut b) = (Rig::new(""), Rig::new(""));
+    let cmd = twist(0.4, -0.3, 0.2);
+    for k in 0..60 {
+        a.command(cmd.clone());
+        b.command(cmd.clone());
+        let ua = a.tick_ordered(&canonical).unwrap();
+        let ub = b.tick_ordered(&shuffled).unwrap();
+        assert_eq!(ua, ub, "tick {k}");
+    }
+    assert!(speed(&a.u) > 0.01, "the arm moved: {:?}", a.u);
+    assert_eq!(b.node.counts().rejected_states, 0);
+    // Joint 5 missing: no command computed from it, the state counted as rejected.
+    let missing: Vec<Option<usize>> = vec![Some(0), Some(1), Some(2), Some(3), Some(5), Some(6)];
+    b.command(cmd.clone());
+    let u = b.tick_ordered(&missing);
+    assert_eq!(b.node.counts().rejected_states, 1);
+    if let Some(u) = u {
+        // Whatever goes out then only decelerates (the last good state is not trusted to
+        // keep moving).
+        assert!(speed(&u) <= speed(&a.u) + 1e-9, "{u:?}");
+    }
 }
 
 #[test]
