@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{Artifacts, artifacts};
 use rft_msgs::{
-    Action, EpisodePhase, JointState, PHASE_RUNNING, PolicyUpdate, SAFETY_STOPPED, SafetyStatus,
-    Transition,
+    Action, EpisodePhase, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_RUNNING, PolicyUpdate,
+    SAFETY_STOPPED, SafetyStatus, Time, Transition,
 };
 use rft_nodes::{EpisodeManager, Learner, PolicyRunner, RewardNode, SafetyFilter, SimRobot};
 use rft_policies::{Agent, checkpoint};
@@ -299,8 +299,15 @@ impl Rig {
 
     /// One 10 ms robot period.
     fn step(&mut self) {
+        self.step_with(|_| {});
+    }
+
+    /// One 10 ms robot period; `inject` runs right after the robot's step (what it publishes
+    /// then arrives after the robot's own messages of that period).
+    fn step_with(&mut self, inject: impl FnOnce(Time)) {
         let ctx = StepCtx::new(self.clock.now(), &self.clock, &self.shutdown);
         self.robot.step(&ctx).unwrap();
+        inject(self.clock.now());
         let ctx = StepCtx::new(self.clock.now(), &self.clock, &self.shutdown);
         self.safety.on_wake(&ctx).unwrap();
         self.safety.step(&ctx).unwrap();
@@ -770,4 +777,78 @@ fn the_learner_buffer_holds_each_transition_with_the_reward_of_its_next_frame() 
         assert_eq!(r.source, "cnn:push/forward", "{r:?}");
         assert_eq!(r.reward, if r.success { 1.0 } else { 0.0 }, "{r:?}");
     }
+}
+
+#[test]
+fn an_object_off_the_table_pauses_for_a_human_and_the_runner_commands_zero_until_reset() {
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    rig.learner = None;
+    let test = rig.bus.simple_node("operator").unwrap();
+    let pose = test
+        .publisher::<rft_msgs::PoseStamped>("/rft/object_pose")
+        .unwrap();
+    let reset = test
+        .publisher::<rft_msgs::Bool>("/rft/human_reset")
+        .unwrap();
+    let phases: Subscription<EpisodePhase> = test
+        .subscribe("/rft/phase", QueueConfig::drop_oldest(10_000))
+        .unwrap();
+    // The loop runs: the untrained policy acts (non-zero actions).
+    rig.run_until(3.0, "the runner acts", |r| {
+        r.actions
+            .drain()
+            .iter()
+            .any(|x| x.twist.linear.x != 0.0 || x.twist.linear.y != 0.0)
+    });
+    // The object falls off the table (the pose estimate says 0.5 m below it): every tick the
+    // operator's pose arrives after the robot's, so the nodes see it as the newest.
+    let off = |now: Time| {
+        let mut p = rft_msgs::PoseStamped {
+            header: rft_msgs::Header::at(now),
+            ..Default::default()
+        };
+        p.pose.position.x = 0.5;
+        p.pose.position.z = -0.5;
+        p.pose.orientation.w = 1.0;
+        pose.publish(p).unwrap();
+    };
+    let mut paused_at = None;
+    for _ in 0..300 {
+        rig.step_with(off);
+        if let Some(p) = phases
+            .drain()
+            .iter()
+            .find(|p| p.phase == PHASE_PAUSED_FOR_HUMAN)
+        {
+            paused_at = Some(p.header.stamp);
+            assert_eq!(p.reason, "object_off_table", "{p:?}");
+            break;
+        }
+    }
+    assert!(paused_at.is_some(), "the episode manager never paused");
+    // While paused the runner commands zero, tick after tick, and publishes no transition.
+    rig.actions.drain();
+    for _ in 0..100 {
+        rig.step_with(off);
+    }
+    let held = rig.actions.drain();
+    assert!(held.len() >= 9, "{} actions in 1 s", held.len());
+    for x in held.iter() {
+        let t = &x.twist;
+        assert_eq!(
+            (t.linear.x, t.linear.y, t.linear.z, t.angular.z),
+            (0.0, 0.0, 0.0, 0.0),
+            "{x:?}"
+        );
+    }
+    assert!(rig.episodes.log().lock().unwrap().paused);
+    // A human puts the object back and says so: the episode manager resumes.
+    reset.publish(rft_msgs::Bool { data: true }).unwrap();
+    rig.run_until(2.0, "running again after the human reset", |_| {
+        phases.drain().iter().any(|p| p.phase == PHASE_RUNNING)
+    });
+    let log = rig.episodes.log().lock().unwrap().clone();
+    assert!(!log.paused);
+    assert_eq!(log.human_resets, 1);
 }
