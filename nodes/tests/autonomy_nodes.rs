@@ -852,3 +852,53 @@ fn an_object_off_the_table_pauses_for_a_human_and_the_runner_commands_zero_until
     assert!(!log.paused);
     assert_eq!(log.human_resets, 1);
 }
+
+#[test]
+fn the_runner_refuses_an_object_pose_out_of_sync_with_the_joint_state() {
+    // The object pose and the joint state must be within max_obs_age_ms (150 ms) of each
+    // other: a pose estimator that lags by a second gives no action (counted), never an
+    // action computed from where the object was.
+    let a = artifacts();
+    let mut rig = Rig::new(&a);
+    rig.learner = None;
+    let stats = rig.runner.as_ref().unwrap().stats();
+    let test = rig.bus.simple_node("estimator").unwrap();
+    let pose = test
+        .publisher::<rft_msgs::PoseStamped>("/rft/object_pose")
+        .unwrap();
+    rig.run_until(3.0, "the runner acts", |r| !r.actions.drain().is_empty());
+    let (acted, stale) = {
+        let s = stats.lock().unwrap();
+        (s.actions, s.stale_obs)
+    };
+    let lagging = |now: Time| {
+        let mut p = rft_msgs::PoseStamped {
+            header: rft_msgs::Header::at(Time::from_nanos(now.as_nanos() - 1_000_000_000)),
+            ..Default::default()
+        };
+        p.pose.position.x = 0.5;
+        p.pose.orientation.w = 1.0;
+        pose.publish(p).unwrap();
+    };
+    rig.actions.drain();
+    for _ in 0..100 {
+        rig.step_with(lagging);
+    }
+    assert!(
+        rig.actions.drain().is_empty(),
+        "the runner acted on a pose 1 s older than the joint state"
+    );
+    {
+        let s = stats.lock().unwrap();
+        assert_eq!(s.actions, acted, "no action in that second");
+        assert!(
+            s.stale_obs >= stale + 9,
+            "{} stale ticks",
+            s.stale_obs - stale
+        );
+    }
+    // With fresh poses again it acts again.
+    rig.run_until(2.0, "the runner acts on fresh poses", |r| {
+        !r.actions.drain().is_empty()
+    });
+}
