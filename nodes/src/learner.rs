@@ -313,11 +313,11 @@ impl Learner {
                 .range(at - tol..=at + tol)
                 .min_by_key(|(k, _)| (**k - at).abs())
                 .map(|(_, v)| *v);
-            // A frame scored for another task (the episode switched between the observation
-            // and the next one) does not say how this transition's action did.
-            let best = best.filter(|r| r.task_id == w.t.task_id);
             let outcome = match best {
-                Some(r) => Some(Some(r)),
+                Some(r) if r.task_id == w.t.task_id => Some(Some(r)),
+                // The frame was scored for another task (the episode switched between the
+                // observation and the next one): it does not say how this action did.
+                Some(_) => Some(None),
                 // Rewards arrive in stamp order: one past the window means none will match.
                 None if newest.is_some_and(|n| n > at + tol) || now_ns - w.since_ns > wait_ns => {
                     Some(None)

@@ -902,3 +902,87 @@ fn the_runner_refuses_an_object_pose_out_of_sync_with_the_joint_state() {
         !r.actions.drain().is_empty()
     });
 }
+
+#[test]
+fn the_learner_counts_and_drops_what_it_cannot_use() {
+    // The learner alone, fed by hand: each kind of unusable input is dropped and counted in
+    // its own counter; the usable transition goes to the buffer.
+    let a = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    let l = parse(&a, 1.0);
+    let mut p = l
+        .nodes
+        .iter()
+        .find_map(|n| n.params::<rft_nodes::LearnerParams>().cloned())
+        .unwrap();
+    p.out = dir.path().join("learner");
+    p.warmup_transitions = 1_000; // no training: only the join is under test
+    let bus = Bus::inproc();
+    let h = bus
+        .node("learner", BTreeMap::new(), Arc::new(Signal::default()))
+        .unwrap();
+    let mut learner =
+        Learner::new("learner".into(), p.clone(), Duration::from_millis(20), &h).unwrap();
+    let stats = learner.stats();
+    let test = bus.simple_node("test").unwrap();
+    let tx = test.publisher::<Transition>("/rft/transition").unwrap();
+    let rx = test.publisher::<rft_msgs::Reward>("/rft/reward").unwrap();
+    let sim = Arc::new(SimClock::default());
+    let clock = Clock::Sim(sim.clone());
+    let shutdown = Shutdown::default();
+    let ms = |m: i64| Time::from_nanos(m * 1_000_000);
+    let transition = |step: u32, obs_len: usize, next_ms: i64, task: u8| Transition {
+        header: rft_msgs::Header::at(ms(next_ms - 100)),
+        episode_id: 1,
+        task_id: task,
+        step,
+        obs: vec![0.1; obs_len],
+        action: vec![0.0; 4],
+        next_obs: vec![0.2; obs_len],
+        next_obs_stamp: ms(next_ms),
+        ..Default::default()
+    };
+    let reward = |at_ms: i64, valid: bool, task: u8| rft_msgs::Reward {
+        header: rft_msgs::Header::at(ms(at_ms)),
+        task_id: task,
+        success_prob: 0.2,
+        success: false,
+        reward: 0.0,
+        source: "test".into(),
+        valid,
+        ..Default::default()
+    };
+    // 1: usable. 2: its reward is marked invalid. 3: malformed (13 observation values for a
+    // policy of 14). 4: its frame was scored for the other task. 5: no reward ever comes.
+    tx.publish(transition(1, 14, 1_000, 0)).unwrap();
+    rx.publish(reward(1_000, true, 0)).unwrap();
+    tx.publish(transition(2, 14, 1_100, 0)).unwrap();
+    rx.publish(reward(1_100, false, 0)).unwrap();
+    tx.publish(transition(3, 13, 1_200, 0)).unwrap();
+    rx.publish(reward(1_200, true, 0)).unwrap();
+    tx.publish(transition(4, 14, 1_300, 0)).unwrap();
+    rx.publish(reward(1_300, true, 1)).unwrap();
+    tx.publish(transition(5, 14, 1_400, 0)).unwrap();
+    let step_at = |learner: &mut Learner, t_ms: i64| {
+        sim.advance_to(t_ms * 1_000_000);
+        learner
+            .step(&StepCtx::new(ms(t_ms), &clock, &shutdown))
+            .unwrap();
+    };
+    step_at(&mut learner, 1_450);
+    {
+        let s = stats.lock().unwrap();
+        assert_eq!(
+            (s.transitions, s.rewarded, s.buffer_len),
+            (5, 1, 1),
+            "{s:?}"
+        );
+        assert_eq!((s.invalid_rewards, s.malformed), (1, 1), "{s:?}");
+        // The invalid one and the one scored for the other task; the fifth still waits.
+        assert_eq!(s.unrewarded, 2, "{s:?}");
+    }
+    // 2 s of the node's clock later the fifth is given up on.
+    step_at(&mut learner, 1_450 + p.reward_wait_ms as i64 + 10);
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.rewarded, s.unrewarded, s.buffer_len), (1, 3, 1), "{s:?}");
+}
