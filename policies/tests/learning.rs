@@ -1,4 +1,4 @@
-//! Learning on small budgets: SAC improves, Cal-QL is conservative and calibrated, BC imitates,
+//! Learning on small budgets: SAC, WSRL and RLPD improve, Cal-QL is conservative and calibrated, BC imitates,
 //! WSRL warms up without updates, RLPD mixes its batches half and half. (The full-budget runs
 //! are benchmarks: see BENCHMARKS.md.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
@@ -59,6 +59,80 @@ fn sac_returns_improve_on_a_small_budget() {
     assert!(
         last > first + 300.0,
         "training returns {first:.0} -> {last:.0}"
+    );
+}
+
+#[test]
+fn wsrl_returns_improve_on_a_small_budget() {
+    // WSRL: the policy itself fills the buffer during the warm-up (no random actions, no
+    // offline data kept), then SAC updates with the critic ensemble.
+    let mut cfg = small(Algorithm::Wsrl, 1);
+    cfg.n_critics = 4;
+    cfg.lr_actor = 1e-3;
+    cfg.lr_critic = 1e-3;
+    cfg.lr_alpha = 1e-3;
+    cfg.utd = 1;
+    let mut agent = Agent::new(cfg, &Device::Cpu).unwrap();
+    let before = eval(&mut agent, 1);
+    let oc = OnlineConfig {
+        total_steps: 3000,
+        learning_starts: 200,
+        random_before_learning: false,
+        eval_every: 0,
+        seed: 1,
+        ..Default::default()
+    };
+    let log = train_online(&mut agent, "pendulum", &oc, None, None, &mut |_| {}).unwrap();
+    let after = eval(&mut agent, 1);
+    eprintln!(
+        "WSRL 3k steps: eval {before:.0} -> {after:.0}, {:.1} s",
+        log.wall_s
+    );
+    assert_eq!(log.grad_steps, 3000 - 200);
+    assert!(
+        after > before + 300.0,
+        "eval return {before:.0} -> {after:.0}"
+    );
+}
+
+#[test]
+fn rlpd_returns_improve_on_a_small_budget_with_demos_in_every_batch() {
+    // RLPD: half of each batch from noisy demonstrations, half online; UTD 2 here to keep
+    // the test short (the preset's 20 is for sample efficiency, not for a test).
+    let offline = buffer_from_episodes(&heuristic_episodes(10, 0.5, 7), 0.99, None, 0).unwrap();
+    let mut cfg = small(Algorithm::Rlpd, 2);
+    cfg.utd = 2;
+    cfg.lr_actor = 1e-3;
+    cfg.lr_critic = 1e-3;
+    cfg.lr_alpha = 1e-3;
+    let mut agent = Agent::new(cfg, &Device::Cpu).unwrap();
+    let before = eval(&mut agent, 2);
+    let oc = OnlineConfig {
+        total_steps: 1500,
+        learning_starts: 100,
+        offline_ratio: 0.5,
+        eval_every: 0,
+        seed: 2,
+        ..Default::default()
+    };
+    let log = train_online(
+        &mut agent,
+        "pendulum",
+        &oc,
+        Some(&offline),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let after = eval(&mut agent, 2);
+    eprintln!(
+        "RLPD 1.5k steps: eval {before:.0} -> {after:.0}, {:.1} s",
+        log.wall_s
+    );
+    assert_eq!(log.grad_steps, (1500 - 100) * 2);
+    assert!(
+        after > before + 300.0,
+        "eval return {before:.0} -> {after:.0}"
     );
 }
 
