@@ -360,8 +360,7 @@ impl Runtime {
         tracing::info!(nodes = threads.len(), "runtime started");
 
         let start_ns = clock.now_ns();
-        let start_wall = Instant::now();
-        let mut last_progress = Instant::now();
+        let mut progress = ProgressLog::new(progress_every);
         while !shutdown.is_triggered() {
             if let Some(d) = duration {
                 let elapsed_ns = clock.now_ns().saturating_sub(start_ns);
@@ -371,11 +370,8 @@ impl Runtime {
                 }
             }
             main_signal.wait_timeout(MAX_WAIT);
-            if let Some(every) = progress_every
-                && last_progress.elapsed() >= every
-            {
-                last_progress = Instant::now();
-                let summary: Vec<String> = threads
+            progress.tick(|| {
+                threads
                     .iter()
                     .map(|r| {
                         format!(
@@ -385,13 +381,8 @@ impl Runtime {
                             r.stats.overruns.load(Ordering::Relaxed)
                         )
                     })
-                    .collect();
-                tracing::info!(
-                    elapsed_s = format!("{:.1}", start_wall.elapsed().as_secs_f64()),
-                    "{}",
-                    summary.join(" | ")
-                );
-            }
+                    .collect()
+            });
         }
         let stop_requested = Instant::now();
         let reason = shutdown.reason().unwrap_or_else(|| "stopped".into());
@@ -471,8 +462,7 @@ impl Runtime {
         tracing::info!(nodes = nodes.len(), "runtime started (lockstep)");
         let end_ns = duration
             .map(|d| start_ns.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)));
-        let start_wall = Instant::now();
-        let mut last_progress = Instant::now();
+        let mut progress = ProgressLog::new(progress_every);
         let mut now_ns = start_ns;
         // A node that keeps waking others forever would never let time move; past this many
         // delivery rounds in one tick the run stops with that reason.
@@ -541,27 +531,17 @@ impl Runtime {
             };
             now_ns = next.max(now_ns);
             sim.advance_to(now_ns);
-            if let Some(every) = progress_every
-                && last_progress.elapsed() >= every
-            {
-                last_progress = Instant::now();
-                let summary: Vec<String> = nodes
-                    .iter()
-                    .map(|n| {
-                        format!(
-                            "{}: {} steps",
-                            n.entry.node.name(),
-                            n.stats.steps.load(Ordering::Relaxed)
-                        )
-                    })
-                    .collect();
-                tracing::info!(
-                    elapsed_s = format!("{:.1}", start_wall.elapsed().as_secs_f64()),
-                    sim_s = format!("{:.1}", (now_ns - start_ns) as f64 / 1e9),
-                    "{}",
-                    summary.join(" | ")
-                );
-            }
+            progress.tick(|| {
+                let mut parts = vec![format!("sim {:.1} s", (now_ns - start_ns) as f64 / 1e9)];
+                parts.extend(nodes.iter().map(|n| {
+                    format!(
+                        "{}: {} steps",
+                        n.entry.node.name(),
+                        n.stats.steps.load(Ordering::Relaxed)
+                    )
+                }));
+                parts
+            });
         }
         let stop_requested = Instant::now();
         let reason = shutdown.reason().unwrap_or_else(|| "stopped".into());
@@ -604,6 +584,37 @@ impl Runtime {
             reason,
             stop_latency,
         })
+    }
+}
+
+/// The progress line both executors log every `every` of wall time: steps per node.
+struct ProgressLog {
+    every: Option<Duration>,
+    start: Instant,
+    last: Instant,
+}
+
+impl ProgressLog {
+    fn new(every: Option<Duration>) -> Self {
+        let now = Instant::now();
+        Self {
+            every,
+            start: now,
+            last: now,
+        }
+    }
+
+    fn tick(&mut self, summary: impl FnOnce() -> Vec<String>) {
+        if let Some(every) = self.every
+            && self.last.elapsed() >= every
+        {
+            self.last = Instant::now();
+            tracing::info!(
+                elapsed_s = format!("{:.1}", self.start.elapsed().as_secs_f64()),
+                "{}",
+                summary().join(" | ")
+            );
+        }
     }
 }
 
