@@ -462,6 +462,39 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         scored >= 300,
         "the classifier still runs: {scored} frames scored"
     );
+
+    // Determinism: the same seed fine-tunes and evaluates identically twice from the same
+    // artifacts (every episode, byte for byte, and the evaluations).
+    let again = |name: &str| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["pipeline", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        let mut sets = sets[1..5].to_vec();
+        sets.extend([
+            "stages=[\"finetune\", \"eval\"]".to_string(),
+            "finetune.steps=300".into(),
+        ]);
+        for s in &sets {
+            args.extend_from_slice(&["--set", s]);
+        }
+        let (ok, text) = rft(&args);
+        assert!(ok, "rft pipeline (finetune, eval) failed:\n{text}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        (
+            std::fs::read(out.join("finetune/episodes.csv")).unwrap(),
+            summary["final_eval"].clone(),
+        )
+    };
+    let (a, b) = (again("same-seed-1"), again("same-seed-2"));
+    assert!(a.0.len() > 100, "{} bytes of episodes.csv", a.0.len());
+    assert!(
+        a.0 == b.0,
+        "episodes.csv differs between two runs of the same seed"
+    );
+    assert!(!a.1.is_null());
+    assert_eq!(a.1, b.1, "the evaluations differ");
 }
 
 /// The second configuration: the policy sees the scene camera (through its CNN encoder) and
