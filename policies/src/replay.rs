@@ -35,7 +35,7 @@ pub struct TransitionIn<'a> {
 pub const FLAG_INTERVENTION: u8 = 1;
 pub const FLAG_SAFETY_OVERRIDE: u8 = 2;
 pub const FLAG_TERMINATED: u8 = 4;
-pub const FLAG_EPISODE_END: u8 = 8;
+const FLAG_EPISODE_END: u8 = 8;
 
 /// A sampled minibatch, host side, ready for the agent. `obs`/`next_obs` are already
 /// normalised and carry the task one-hot.

@@ -272,17 +272,12 @@ impl Runtime {
         self.shutdown.clone()
     }
 
-    /// Adds a node; `wake` is the signal its subscriptions notify (from its `NodeHandle`).
+    /// Adds a node woken by `wake` (tools and tests; a launch uses [`Self::add_with_handle`]).
     pub fn add(&mut self, node: Box<dyn Node>, wake: Arc<Signal>) {
-        self.add_in_stage(node, wake, Stage::Normal);
-    }
-
-    /// Adds a node that stops in the given shutdown stage.
-    pub fn add_in_stage(&mut self, node: Box<dyn Node>, wake: Arc<Signal>, stage: Stage) {
         self.entries.push(Entry {
             node,
             wake,
-            stage,
+            stage: Stage::Normal,
             handle: None,
         });
     }
