@@ -1,5 +1,5 @@
 //! A test-pattern commander: sinusoidal joint velocities on `/joint_velocity_cmd`, or (with
-//! `output = "action"`) a sinusoidal end-effector twist on `/rft/action` for the safety filter;
+//! `output = "action"`) a sinusoidal end-effector twist on `/rft/action` for the safety filter (m/s);
 //! a final zero command when it stops. The placeholder for the policy in the dry run.
 
 use std::time::Duration;
@@ -33,8 +33,8 @@ pub enum SineOutput {
     /// `/joint_velocity_cmd`, `amplitude_rad_s` per joint.
     #[default]
     JointVelocity,
-    /// `/rft/action`: a normalised twist (amplitude ≤ 1) circling in the horizontal plane and
-    /// bobbing vertically.
+    /// `/rft/action`: a tool twist (`amplitude_rad_s` read as m/s) circling in the horizontal
+    /// plane and bobbing vertically.
     Action,
 }
 

@@ -1,7 +1,7 @@
 //! The safety filter node: the only node allowed to command the robot.
 //!
-//! Subscribes to `/joint_states`, `/rft/action` and `/rft/teleop` (end-effector twist, normalised
-//! to [-1, 1] per axis, plus gripper), `/rft/estop` (std_msgs/Bool: true engages, false
+//! Subscribes to `/joint_states`, `/rft/action` and `/rft/teleop` (end-effector twist in m/s and
+//! rad/s, base frame, each axis capped at `max_linear_m_s` / `max_angular_rad_s`, plus gripper), `/rft/estop` (std_msgs/Bool: true engages, false
 //! releases) and `/rft/obstacles` (dynamic sphere obstacles). On every joint state it turns the
 //! freshest command (teleop wins while it is fresh) into joint velocities with differential IK,
 //! filters them through the CBF-QP and publishes `/joint_velocity_cmd` (std_msgs/
@@ -287,9 +287,11 @@ impl SafetyFilter {
                 self.last_command_seen = Some(*t);
             }
             for k in 0..3 {
-                // Normalised axes: clamped to ±1 (NaN stays NaN for the watchdog).
-                twist[k] = raw[k].clamp(-1.0, 1.0) * self.p.max_linear_m_s;
-                twist[k + 3] = raw[k + 3].clamp(-1.0, 1.0) * self.p.max_angular_rad_s;
+                // SI units, each axis capped at the configured speed (NaN stays NaN for the
+                // watchdog).
+                let (l, w) = (self.p.max_linear_m_s, self.p.max_angular_rad_s);
+                twist[k] = raw[k].clamp(-l, l);
+                twist[k + 3] = raw[k + 3].clamp(-w, w);
             }
             gripper = raw[6].is_finite().then(|| raw[6].clamp(0.0, 1.0));
             if *teleop {

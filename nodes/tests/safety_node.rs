@@ -22,6 +22,7 @@ use rft_safety::kinematics::Chain;
 const READY: [f64; 7] = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785];
 const ACCEL: [f64; 7] = [15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0];
 const PERIOD_NS: i64 = 10_000_000; // joint states at 100 Hz
+const MAX_LINEAR_M_S: f64 = 0.25; // the launch below
 
 fn launch_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/test_safety.toml")
@@ -82,10 +83,17 @@ struct Rig {
     chain: Chain,
 }
 
+/// A command of `(x, y, z)` times the filter's `max_linear_m_s` (so 1 is full speed), in m/s as
+/// `/rft/action` carries it.
 fn twist(x: f64, y: f64, z: f64) -> Action {
+    let l = MAX_LINEAR_M_S;
     Action {
         twist: Twist {
-            linear: Vector3 { x, y, z },
+            linear: Vector3 {
+                x: x * l,
+                y: y * l,
+                z: z * l,
+            },
             angular: Vector3::default(),
         },
         gripper: 1.0,
@@ -306,6 +314,23 @@ fn a_safe_twist_is_tracked_and_the_status_says_ok() {
     );
     assert_eq!(rig.status().state, SAFETY_OK, "{:?}", rig.status());
     assert_eq!(rig.node.counts().teleop_steps, 0);
+}
+
+#[test]
+fn a_command_faster_than_the_cap_moves_at_the_cap_and_is_never_rescaled() {
+    // `/rft/action` is in m/s: 0.1 m/s moves the tool at 0.1 m/s (a filter that read it as a
+    // fraction of `max_linear_m_s` would move 0.025 m/s), and 1 m/s is capped at 0.25 m/s.
+    // (At the cap, the acceleration ramp and the joints' speed limits cost a few centimetres.)
+    for (ask, want, tol) in [(0.1, 0.1, 0.01), (1.0, MAX_LINEAR_M_S, 0.03)] {
+        let mut rig = Rig::new("");
+        let start = rig.tcp();
+        rig.drive(&twist(ask / MAX_LINEAR_M_S, 0.0, 0.0), 100);
+        let moved = rig.tcp() - start;
+        assert!(
+            (moved.x - want).abs() < tol && moved.x < want + 1e-3 && moved.y.abs() < 0.005,
+            "asked {ask} m/s for 1 s: moved {moved:?}, want {want}"
+        );
+    }
 }
 
 #[test]

@@ -165,7 +165,8 @@ pub struct SafetyConfig {
     /// else is feasible (default). When false, an infeasible QP stops the robot instead.
     #[serde(default = "yes")]
     pub soft_constraints: bool,
-    /// Twist of a full-scale (±1) command.
+    /// The largest tool speed a command may ask for (m/s and rad/s, per axis); faster commands
+    /// are capped.
     #[serde(default = "d_lin")]
     pub max_linear_m_s: f64,
     #[serde(default = "d_ang")]
