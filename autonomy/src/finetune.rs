@@ -2,8 +2,8 @@
 //! at each control tick the policy acts (the runner's allocation-free `PolicyHandle`), the
 //! plant runs one control period through the safety filter, the scene camera's frame goes to
 //! the success classifier of the current task, the schedule decides whether the episode goes
-//! on, and the learner takes its update round and publishes new weights every
-//! `publish_every` rounds.
+//! on, and the learner ([`OnlineLearner`], the learner node's) takes its update round and
+//! publishes new weights every `publish_every` rounds.
 //!
 //! Rewards come only from the classifier. Ground truth is read for measurement only: the
 //! classifier's confusion against it, and the training episodes' true outcomes. The one
@@ -15,12 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use rft_policies::handle::{
-    ActMode, InferencePolicy, PolicyHandle, policy_bytes, policy_bytes_from,
-};
-use rft_policies::replay::{Batch, ReplayBuffer, TransitionIn};
-use rft_policies::train::sample_round;
-use rft_policies::{Agent, checkpoint};
+use rft_policies::Agent;
+use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle};
+use rft_policies::online::{self, OnlineLearner, Recipe};
+use rft_policies::replay::{ReplayBuffer, TransitionIn};
 use rft_rewards::{ImageRef, SuccessClassifier};
 use rft_sim::Direction;
 use serde::{Deserialize, Serialize};
@@ -40,39 +38,12 @@ pub struct FinetuneConfig {
     pub schedule: ScheduleConfig,
     /// Steps acting with the pre-trained policy before the first update.
     pub warmup_steps: u64,
-    /// Share of each batch drawn from the demos (RLPD-style mixing; 0 keeps none).
-    pub offline_ratio: f64,
-    /// Critic updates per robot step.
-    pub utd: usize,
-    /// Keep the pre-training's CQL regulariser online (Cal-QL fine-tuning); false drops it
-    /// and fine-tunes with plain SAC updates (as WSRL and RLPD do).
-    pub keep_cql: bool,
-    /// Learner rounds that update only the critics (the actor waits until the critics have
-    /// seen the classifier's rewards); needed after behaviour-cloning pre-training.
-    pub critic_warmup_rounds: u64,
-    /// Entropy temperature at the start of fine-tuning (unset: the pre-trained one).
-    pub init_alpha: Option<f64>,
-    /// Behaviour-cloning weight on the actor during fine-tuning (0: none).
-    pub bc_weight: f64,
+    /// The learner's recipe (UTD, demo mixing, critic warm-up, moving average, anneal,
+    /// promotion, publish cadence): the same type the learner node takes.
+    pub recipe: Recipe,
     /// Exploration: 0 samples actions from the policy (SAC); above 0 acts with the policy's
     /// mean plus Gaussian noise of this standard deviation (in the [-1, 1] action units).
     pub explore_std: f64,
-    /// Self-imitation: an episode the classifier ends as a success is copied into the demo
-    /// buffer, so the behaviour-cloning term and the demo share of each batch learn from the
-    /// policy's own successes as well as the demonstrations.
-    pub promote_successes: bool,
-    /// Learner update rounds between published policy versions.
-    pub publish_every: u64,
-    /// The policy that acts, is evaluated and is saved is an exponential moving average of
-    /// the actor's weights with this decay per actor update (0: the actor itself). Averaging
-    /// smooths the swings of a policy fitted to a changing buffer (0.999: about the last
-    /// 1,000 updates).
-    pub policy_ema: f64,
-    /// Learning-rate anneal: the actor's and critics' step sizes fall linearly from the
-    /// configured ones (at the first actor update, after the warm-up and critic warm-up) to
-    /// this fraction of them at the last step (1: constant). A policy still moving at full
-    /// step size late in the run can lose what it learnt.
-    pub lr_final: f64,
     /// Reward of a success (the classifier's), per-step penalty.
     pub success_reward: f32,
     pub step_penalty: f32,
@@ -104,17 +75,8 @@ impl Default for FinetuneConfig {
                 ..ScheduleConfig::default()
             },
             warmup_steps: 500,
-            offline_ratio: 0.5,
-            utd: 1,
-            keep_cql: false,
-            critic_warmup_rounds: 0,
-            init_alpha: None,
-            bc_weight: 0.0,
+            recipe: Recipe::default(),
             explore_std: 0.0,
-            promote_successes: false,
-            publish_every: 50,
-            policy_ema: 0.0,
-            lr_final: 1.0,
             success_reward: 1.0,
             step_penalty: 0.0,
             truth_rewards: false,
@@ -329,45 +291,19 @@ fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |x| format!("{x:.4}"))
 }
 
-pub fn prepare_online(
-    agent: &mut Agent,
-    utd: usize,
-    keep_cql: bool,
-    bc_weight: f64,
-    init_alpha: Option<f64>,
-) -> Result<(), String> {
-    if utd == 0 {
-        return Err("utd must be at least 1".into());
-    }
-    if let Some(a) = init_alpha
-        && !(a.is_finite() && a > 0.0)
-    {
-        return Err(format!("init_alpha {a} must be positive"));
-    }
-    agent.cfg.utd = utd;
-    if !keep_cql {
-        agent.cfg.cql = None;
-        agent.cfg.algorithm = rft_policies::Algorithm::Sac;
-    }
-    agent.cfg.bc_weight = bc_weight;
-    if let Some(a) = init_alpha {
-        agent.log_alpha.value = a.ln();
-    }
-    Ok(())
-}
-
-/// Reset-free fine-tuning of `agent` for `cfg.steps` steps. `offline` (the demos) is mixed into
-/// each batch at `cfg.offline_ratio`. Writes `metrics.csv`, `episodes.csv`, checkpoints and the
-/// final policy under `files.dir`.
+/// Reset-free fine-tuning of `agent` for `cfg.steps` steps with an [`OnlineLearner`] on
+/// `cfg.recipe`. `offline` (the demos) is mixed into each batch at the recipe's
+/// `offline_ratio`. Writes `metrics.csv`, `episodes.csv`, checkpoints and the final policy
+/// under `files.dir`; returns the log and the trained agent.
 pub fn finetune(
-    agent: &mut Agent,
+    mut agent: Agent,
     classifiers: &mut Classifiers,
     offline: Option<&ReplayBuffer>,
     plant_cfg: &PlantConfig,
     cfg: &FinetuneConfig,
     files: &RunFiles,
     mut on_progress: impl FnMut(&FinetuneProgress),
-) -> crate::Result<FinetuneLog> {
+) -> crate::Result<(FinetuneLog, Agent)> {
     cfg.schedule
         .validate()
         .map_err(|e| crate::Error::Config(e.under("finetune.schedule")))?;
@@ -401,56 +337,30 @@ pub fn finetune(
             cfg.explore_std
         )));
     }
-    if !(cfg.policy_ema.is_finite() && (0.0..1.0).contains(&cfg.policy_ema)) {
-        return Err(crate::Error::Stage(format!(
-            "finetune.policy_ema {} must be in [0, 1)",
-            cfg.policy_ema
-        )));
+    let mut recipe = cfg.recipe.clone();
+    recipe
+        .validate()
+        .map_err(|e| crate::Error::Config(e.under("finetune.recipe")))?;
+    if recipe.total_rounds == 0 {
+        recipe.total_rounds = cfg.steps.saturating_sub(cfg.warmup_steps);
     }
-    if !(cfg.lr_final.is_finite() && (0.0..=1.0).contains(&cfg.lr_final)) {
-        return Err(crate::Error::Stage(format!(
-            "finetune.lr_final {} must be in [0, 1]",
-            cfg.lr_final
-        )));
-    }
-    prepare_online(agent, cfg.utd, cfg.keep_cql, cfg.bc_weight, cfg.init_alpha)
-        .map_err(|e| crate::Error::Stage(format!("finetune.{e}")))?;
+    online::prepare(&mut agent, &recipe)?;
     let grad0 = agent.steps;
     std::fs::create_dir_all(&files.dir).map_err(crate::Error::io(&files.dir))?;
     let mut plant = SimPlant::new(plant_cfg, cfg.seed)?;
     let mut eval_plant = SimPlant::new(plant_cfg, cfg.seed ^ 0xe7a1)?;
-    let mut version = 1u64;
-    let mut policy = PolicyHandle::new(InferencePolicy::from_agent(agent, version)?, cfg.seed);
+    let version = 1u64;
+    let mut policy = PolicyHandle::new(InferencePolicy::from_agent(&agent, version)?, cfg.seed);
     let mut eval_policy = policy.clone();
-    // The averaged actor (deep copies: the actor's variables are updated in place).
-    let mut ema = if cfg.policy_ema > 0.0 {
-        let w = agent.policy_weights();
-        let copies: candle_core::Result<Vec<_>> = w
-            .into_iter()
-            .map(|(n, t)| Ok((n, t.detach().copy()?)))
-            .collect();
-        Some(copies?)
-    } else {
-        None
-    };
-    let mut buffer = ReplayBuffer::new(cfg.steps as usize + 1, obs_dim, ACTION_DIM, image_shape);
-    // The demos, in a buffer with room for the episodes promoted to them.
-    let mut demos = match offline {
-        Some(o) if cfg.promote_successes => {
-            let mut d = ReplayBuffer::new(
-                o.len() + cfg.steps as usize + 1,
-                obs_dim,
-                ACTION_DIM,
-                image_shape,
-            );
-            o.copy_into(0, o.len(), &mut d)?;
-            Some(d)
-        }
-        _ => None,
-    };
-    let mut ep_first_row = 0usize;
+    let mut learner = OnlineLearner::with_capacity(
+        agent,
+        recipe,
+        cfg.steps as usize + 1,
+        image_shape,
+        offline,
+        version,
+    )?;
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut batches: Vec<Batch> = Vec::new();
     let mut schedule = Schedule::new(cfg.schedule.clone(), Direction::Forward, plant.time_s());
     let mut log = FinetuneLog::default();
     let mut csv = std::io::BufWriter::new(
@@ -570,7 +480,8 @@ pub fn finetune(
         }
         let terminal = reason.is_some_and(EndReason::is_success);
         let reward = if terminal { cfg.success_reward } else { 0.0 } - cfg.step_penalty;
-        buffer.push(&TransitionIn {
+        let promoted = learner.promoted();
+        learner.push(&TransitionIn {
             obs: &obs,
             action: &a,
             reward,
@@ -617,13 +528,7 @@ pub fn finetune(
             log.episodes.push(rec);
             ep_start = step;
             ep_overridden = 0;
-            if let Some(d) = demos.as_mut()
-                && terminal
-            {
-                buffer.copy_into(ep_first_row, buffer.len(), d)?;
-                log.promoted_episodes += 1;
-            }
-            ep_first_row = buffer.len();
+            log.promoted_episodes += learner.promoted() - promoted;
             if homed {
                 schedule.restart_clock(plant.time_s());
             }
@@ -631,30 +536,10 @@ pub fn finetune(
         // The learner's round.
         if step > cfg.warmup_steps {
             let u0 = Instant::now();
-            sample_round(
-                agent,
-                &buffer,
-                demos.as_ref().or(offline),
-                cfg.offline_ratio,
-                &mut rng,
-                &mut batches,
-            )?;
-            let refs: Vec<&Batch> = batches.iter().collect();
-            if cfg.lr_final < 1.0 {
-                agent.set_lr_scale(lr_scale(cfg, step));
-            }
-            if step - cfg.warmup_steps <= cfg.critic_warmup_rounds {
-                agent.update_critics(&refs)?;
-            } else {
-                agent.update(&refs)?;
-                if let Some(ema) = ema.as_mut() {
-                    average_into(ema, &agent.policy_weights(), cfg.policy_ema)?;
-                }
-            }
+            let round = learner.round(&mut rng)?;
             log.update_ms.push(u0.elapsed().as_secs_f32() * 1e3);
-            if (step - cfg.warmup_steps).is_multiple_of(cfg.publish_every.max(1)) {
-                version += 1;
-                policy.swap(&published(agent, ema.as_deref(), version)?)?;
+            if round.publish.is_some() {
+                policy.swap(&learner.policy_bytes()?)?;
             }
         }
         let eval_now =
@@ -688,13 +573,9 @@ pub fn finetune(
         if (cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every))
             || step == cfg.steps
         {
-            checkpoint::save_with_policy(
+            learner.checkpoint(
                 &files.checkpoints(),
-                agent,
-                published(agent, ema.as_deref(), version)?,
-                Some(&buffer),
                 step,
-                version,
                 serde_json::json!({ "finetune": cfg, "plant": plant_cfg }),
                 2,
             )?;
@@ -731,8 +612,8 @@ pub fn finetune(
                 log.safety_override_steps,
                 pct(&log.act_us[lo..], 0.5),
                 pct(&log.act_us[lo..], 0.99),
-                agent.steps - grad0,
-                (agent.steps - grad0) as f64 / elapsed.max(1e-9),
+                learner.agent.steps - grad0,
+                (learner.agent.steps - grad0) as f64 / elapsed.max(1e-9),
                 ev(e.as_ref().map(|e| &e.forward)),
                 ev(e.as_ref().map(|e| &e.backward)),
                 elapsed,
@@ -763,7 +644,7 @@ pub fn finetune(
                     })
                     .count() as f64
                     / n_eps as f64,
-                grad_steps_per_s: (agent.steps - grad0) as f64 / elapsed.max(1e-9),
+                grad_steps_per_s: (learner.agent.steps - grad0) as f64 / elapsed.max(1e-9),
                 elapsed_s: elapsed,
                 eta_s: elapsed / step as f64 * (cfg.steps - step) as f64,
                 last_eval: log
@@ -774,57 +655,15 @@ pub fn finetune(
             });
         }
     }
-    log.grad_steps = agent.steps - grad0;
-    log.policy_version = version;
+    log.grad_steps = learner.agent.steps - grad0;
+    log.policy_version = learner.version();
     log.wall_s = start.elapsed().as_secs_f64();
     log.human_resets = schedule.human_resets().max(log.human_resets);
     rft_policies::store::atomic_write(
         &files.dir.join("policy.safetensors"),
-        &published(agent, ema.as_deref(), version)?,
+        &learner.policy_bytes()?,
     )?;
-    Ok(log)
-}
-
-/// The learning-rate multiplier at online step `step`: 1 until the first actor update, then
-/// linear to `cfg.lr_final` at `cfg.steps`.
-fn lr_scale(cfg: &FinetuneConfig, step: u64) -> f64 {
-    let first = cfg.warmup_steps + cfg.critic_warmup_rounds;
-    if step <= first || cfg.steps <= first {
-        return 1.0;
-    }
-    let frac = ((step - first) as f64 / (cfg.steps - first) as f64).min(1.0);
-    1.0 - (1.0 - cfg.lr_final) * frac
-}
-
-/// `avg ← decay · avg + (1 − decay) · w`, tensor by tensor (the same names in the same order).
-fn average_into(
-    avg: &mut [(String, candle_core::Tensor)],
-    w: &[(String, candle_core::Tensor)],
-    decay: f64,
-) -> crate::Result<()> {
-    for ((an, a), (wn, x)) in avg.iter_mut().zip(w) {
-        if an != wn {
-            return Err(crate::Error::Stage(format!(
-                "policy weights {an} and {wn} out of order"
-            )));
-        }
-        // Detached: the average must not record the actor's graph (it would keep every past
-        // update alive).
-        *a = ((&*a * decay)? + (x.detach() * (1.0 - decay))?)?.detach();
-    }
-    Ok(())
-}
-
-/// The policy bytes the loop publishes: the averaged actor when there is one.
-fn published(
-    agent: &Agent,
-    ema: Option<&[(String, candle_core::Tensor)]>,
-    version: u64,
-) -> crate::Result<Vec<u8>> {
-    Ok(match ema {
-        Some(w) => policy_bytes_from(agent, w, version)?,
-        None => policy_bytes(agent, version)?,
-    })
+    Ok((log, learner.agent))
 }
 
 /// Writes `v` as pretty JSON to `path` (atomically).
@@ -832,56 +671,4 @@ pub fn write_json(path: &Path, v: &impl Serialize) -> crate::Result<()> {
     let s = serde_json::to_string_pretty(v)?;
     rft_policies::store::atomic_write(path, s.as_bytes())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Tensor};
-
-    #[test]
-    fn the_learning_rate_falls_linearly_from_the_first_actor_update_to_lr_final() {
-        let cfg = FinetuneConfig {
-            steps: 1_100,
-            warmup_steps: 50,
-            critic_warmup_rounds: 50,
-            lr_final: 0.1,
-            ..FinetuneConfig::default()
-        };
-        // Full step size through the warm-ups (critic warm-up included).
-        assert_eq!(lr_scale(&cfg, 1), 1.0);
-        assert_eq!(lr_scale(&cfg, 100), 1.0);
-        // Half-way from the first actor update (100) to the end (1,100): half-way to 0.1.
-        assert!((lr_scale(&cfg, 600) - 0.55).abs() < 1e-12);
-        assert!((lr_scale(&cfg, 1_100) - 0.1).abs() < 1e-12);
-        let constant = FinetuneConfig {
-            lr_final: 1.0,
-            ..cfg.clone()
-        };
-        assert_eq!(lr_scale(&constant, 1_100), 1.0);
-    }
-
-    #[test]
-    fn the_moving_average_moves_by_one_minus_decay_per_update() {
-        let dev = Device::Cpu;
-        let t = |v: &[f32]| Tensor::new(v, &dev).unwrap();
-        let mut avg = vec![("a".to_string(), t(&[1.0, 2.0])), ("b".into(), t(&[0.0]))];
-        let w = vec![("a".to_string(), t(&[5.0, 6.0])), ("b".into(), t(&[-4.0]))];
-        average_into(&mut avg, &w, 0.75).unwrap();
-        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [2.0, 3.0]);
-        assert_eq!(avg[1].1.to_vec1::<f32>().unwrap(), [-1.0]);
-        // The same weights again: the average closes a quarter of the remaining gap.
-        average_into(&mut avg, &w, 0.75).unwrap();
-        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [2.75, 3.75]);
-        // Averaging the actor's variables records no graph: an average that tracked them
-        // would keep every past update alive (it ran a 20k-step run out of memory).
-        let var = candle_core::Var::new(&[1.0f32, 1.0], &dev).unwrap();
-        let live = vec![("a".to_string(), var.as_tensor().clone()), w[1].clone()];
-        average_into(&mut avg, &live, 0.5).unwrap();
-        assert!(!avg[0].1.track_op());
-        assert_eq!(avg[0].1.to_vec1::<f32>().unwrap(), [1.875, 2.375]);
-        let swapped = vec![w[1].clone(), w[0].clone()];
-        let e = average_into(&mut avg, &swapped, 0.5).unwrap_err();
-        assert!(e.to_string().contains("out of order"), "{e}");
-    }
 }

@@ -311,28 +311,13 @@ impl PipelineConfig {
             }
         }
         let f = &self.finetune;
-        if f.utd == 0 {
-            return e("finetune.utd", "must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&f.offline_ratio) {
-            return e("finetune.offline_ratio", "must be in [0, 1]".into());
-        }
+        f.recipe
+            .validate()
+            .map_err(|e| e.under("finetune.recipe"))?;
         if !(f.explore_std.is_finite() && (0.0..=1.0).contains(&f.explore_std)) {
             return e(
                 "finetune.explore_std",
                 format!("{} must be in [0, 1]", f.explore_std),
-            );
-        }
-        if !(f.policy_ema.is_finite() && (0.0..1.0).contains(&f.policy_ema)) {
-            return e(
-                "finetune.policy_ema",
-                format!("{} must be in [0, 1)", f.policy_ema),
-            );
-        }
-        if !(f.lr_final.is_finite() && (0.0..=1.0).contains(&f.lr_final)) {
-            return e(
-                "finetune.lr_final",
-                format!("{} must be in [0, 1]", f.lr_final),
             );
         }
         if self.reward.candidates == 0 {
@@ -538,7 +523,7 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
     }
     // (4) reset-free fine-tuning
     if has(Stage::Finetune) {
-        let Some(a) = agent.as_mut() else {
+        let Some(mut a) = agent.take() else {
             return Err(crate::Error::Stage("the finetune stage needs a pre-trained policy (pretrain stage or pretrain.checkpoint)".to_string()));
         };
         let mut it = clfs.into_iter();
@@ -554,7 +539,7 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
         let files = RunFiles {
             dir: dir.join("finetune"),
         };
-        let offline = if cfg.finetune.offline_ratio > 0.0 {
+        let offline = if cfg.finetune.recipe.offline_ratio > 0.0 {
             demos.as_ref()
         } else {
             None
@@ -574,7 +559,7 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
             "reset-free fine-tuning for {} steps ({source})",
             cfg.finetune.steps
         ));
-        let log = finetune(
+        let (log, _trained) = finetune(
             a,
             &mut classifiers,
             offline,
@@ -615,11 +600,14 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
     }
     // (5) evaluation
     if has(Stage::Eval)
-        && let Some(a) = agent.as_ref()
+        && let Some(policy) = s.finetuned.as_ref()
         && s.finetune.is_some()
     {
         let t = std::time::Instant::now();
-        let r = eval_agent(a, cfg)?;
+        // The policy fine-tuning published and saved (the moving average when there is one),
+        // not the actor it averaged.
+        let mut h = PolicyHandle::new(InferencePolicy::load(policy)?, 0);
+        let r = eval_policy(&mut h, cfg)?;
         say(format!(
             "fine-tuned policy: forward {}, backward {}",
             r[0].rate, r[1].rate

@@ -276,7 +276,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainLog> {
     }
     cfg.seed = a.seed;
     a.net.apply(&mut cfg);
-    let mut agent = match &a.init {
+    let agent = match &a.init {
         Some(p) => {
             let dir = resolve_checkpoint(p)?;
             let mut want = cfg.clone();
@@ -341,8 +341,8 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<TrainLog> {
     );
     let mut csv = MetricsCsv::create(&dir.join("metrics.csv"))?;
     let mut line = ProgressLine::default();
-    let log = train_online(
-        &mut agent,
+    let (log, agent) = train_online(
+        agent,
         &a.env,
         &oc,
         offline.as_ref(),

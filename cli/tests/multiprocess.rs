@@ -191,8 +191,7 @@ kind = "learner"
 [nodes.params]
 init = "{{run_dir}}/pretrain"
 warmup_transitions = 5
-publish_every = 3
-offline_ratio = 0.0
+recipe = {{ publish_every = 3, offline_ratio = 0.0 }}
 "#,
             runs = dir.path().join("runs").display(),
             clf = a.classifier.display(),

@@ -9,6 +9,7 @@ use std::process::Command;
 use rft_policies::ReplayBuffer;
 use rft_policies::checkpoint;
 use rft_policies::handle::InferencePolicy;
+use rft_policies::replay::FLAG_TERMINATED;
 use rft_rewards::{CnnClassifier, SuccessClassifier};
 
 fn rft(args: &[&str]) -> (bool, String) {
@@ -63,9 +64,9 @@ const SMALL: &[&str] = &[
     "--set",
     "finetune.log_every=50",
     "--set",
-    "finetune.promote_successes=true",
+    "finetune.recipe.promote_successes=true",
     "--set",
-    "finetune.policy_ema=0.99",
+    "finetune.recipe.policy_ema=0.99",
     "--set",
     "finetune.schedule.reach={ min = [0.3, -0.4], max = [0.7, 0.4] }",
     "--set",
@@ -172,6 +173,35 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
     assert!(
         episodes.len() >= 2,
         "the schedule must switch tasks: {episodes:?}"
+    );
+    // Rewards, step by step: exactly the last step of each episode the classifier ended as a
+    // success (not ground truth: `truth_rewards` is off) pays `success_reward` (1), every other
+    // step 0 (`step_penalty` 0); that step alone is terminal; each step carries its episode's
+    // task. (The buffer holds every step in order: its capacity is the run's length.)
+    let mut want = vec![(0.0f32, false, None::<u8>); replay.len()];
+    let mut start = 0usize;
+    for e in episodes {
+        let end = e["end_step"].as_u64().unwrap() as usize;
+        let task = u8::from(e["direction"] != "forward");
+        let success = ["success", "success_at_home"].contains(&e["reason"].as_str().unwrap());
+        for w in &mut want[start..end] {
+            w.2 = Some(task);
+        }
+        want[end - 1].0 = if success { 1.0 } else { 0.0 };
+        want[end - 1].1 = success;
+        start = end;
+    }
+    for (row, (reward, terminal, task)) in want.iter().enumerate() {
+        let (r, t) = replay.reward_and_task(row);
+        let term = replay.flags(row) & FLAG_TERMINATED != 0;
+        assert_eq!((r, term), (*reward, *terminal), "step {}", row + 1);
+        if let Some(task) = task {
+            assert_eq!(t, *task, "step {}", row + 1);
+        }
+    }
+    assert!(
+        want.iter().any(|w| w.1),
+        "no episode ended in a classifier success: the reward check saw only zeros"
     );
     // Forward and backward alternate; only a failed reset (backward) is run again, at most
     // reset_retries (2) times in a row.
@@ -325,7 +355,7 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         "new versions were published during fine-tuning"
     );
     // The policy that acted and was evaluated is the actor's moving average
-    // (`finetune.policy_ema`): the run's policy file and the checkpoint's agree, and neither
+    // (`finetune.recipe.policy_ema`): the run's policy file and the checkpoint's agree, and neither
     // is the actor the checkpoint resumes training from.
     let cpu = candle_core::Device::Cpu;
     let averaged = candle_core::safetensors::load(&policy, &cpu).unwrap();
@@ -560,7 +590,7 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     for (set, want) in [
-        ("finetune.utd=0", "finetune.utd"),
+        ("finetune.recipe.utd=0", "finetune.recipe.utd"),
         ("pretrain.algorithm=\"ppo\"", "pretrain.algorithm"),
         ("stages=[\"finetune\"]", "stages"),
         (
@@ -573,8 +603,11 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
         ),
         ("plant.control_hz=-1", "plant.control_hz"),
         ("reward.home_s=-1.0", "reward.home_s"),
-        ("finetune.policy_ema=1.0", "finetune.policy_ema"),
-        ("finetune.lr_final=1.5", "finetune.lr_final"),
+        (
+            "finetune.recipe.policy_ema=1.0",
+            "finetune.recipe.policy_ema",
+        ),
+        ("finetune.recipe.lr_final=1.5", "finetune.recipe.lr_final"),
         ("reward.candidates=0", "reward.candidates"),
         (
             "finetune.schedule.edge_guard_m=0.04",

@@ -1,7 +1,8 @@
 //! The learner: joins each `/rft/transition` with the `/rft/reward` of the camera frame at its
-//! next observation's stamp, keeps the replay buffer, trains at the configured UTD (RLPD-style
-//! mixing with the demos when given), publishes versioned weights on `/rft/policy` every
-//! `publish_every` rounds and checkpoints weights, optimiser state and replay buffer.
+//! next observation's stamp and trains an [`OnlineLearner`] on its `recipe` (the pipeline's:
+//! UTD, RLPD-style mixing with the demos, critic warm-up, moving average, anneal, promoted
+//! successes). It publishes versioned weights on `/rft/policy` every `recipe.publish_every`
+//! rounds and checkpoints weights, optimiser state, replay buffer and round count.
 //!
 //! Rewards come only from the reward node. A transition whose reward does not come (the frame
 //! was never scored, or the classifier was unavailable) is counted and dropped, never guessed.
@@ -15,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use rand::{SeedableRng, rngs::StdRng};
 use rft_msgs::{EpisodePhase, Header, PolicyUpdate, Reward, Transition};
-use rft_policies::replay::{Batch, ReplayBuffer, TransitionIn};
-use rft_policies::train::sample_round;
-use rft_policies::{Agent, checkpoint, handle::policy_bytes};
+use rft_policies::online::{self, OnlineLearner, Recipe};
+use rft_policies::replay::{ReplayBuffer, TransitionIn};
+use rft_policies::{Agent, checkpoint};
 use serde::Deserialize;
 
-use rft_autonomy::finetune::prepare_online;
 use rft_config::check;
 use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use rft_runtime::launch::{LaunchCtx, NodeKind};
@@ -38,27 +38,19 @@ pub struct LearnerParams {
     /// Checkpoints go to `<out>/checkpoints`; a restart resumes from there.
     #[serde(default = "default_out")]
     pub out: PathBuf,
-    #[serde(default = "one")]
-    pub utd: usize,
-    #[serde(default = "half")]
-    pub offline_ratio: f64,
+    /// The update recipe (UTD, demo mixing, critic warm-up, moving average, anneal, promotion,
+    /// publish cadence): the same type as the pipeline's `finetune.recipe`.
+    #[serde(default = "default_recipe")]
+    pub recipe: Recipe,
     /// Transitions in the buffer before the first update.
     #[serde(default = "default_warmup")]
     pub warmup_transitions: usize,
-    #[serde(default = "default_publish")]
-    pub publish_every: u64,
     /// Update rounds between checkpoints (and one at shutdown).
     #[serde(default = "default_ckpt")]
     pub checkpoint_every: u64,
     /// Checkpoints kept.
     #[serde(default = "two")]
     pub keep: usize,
-    #[serde(default)]
-    pub keep_cql: bool,
-    #[serde(default)]
-    pub bc_weight: f64,
-    #[serde(default)]
-    pub init_alpha: Option<f64>,
     #[serde(default = "default_capacity")]
     pub capacity: usize,
     /// A reward matches a transition when its frame stamp is this close to the transition's
@@ -79,20 +71,14 @@ pub struct LearnerParams {
 fn default_out() -> PathBuf {
     PathBuf::from("{run_dir}/learner")
 }
-fn one() -> usize {
-    1
-}
 fn two() -> usize {
     2
 }
-fn half() -> f64 {
-    0.5
+fn default_recipe() -> Recipe {
+    Recipe::default()
 }
 fn default_warmup() -> usize {
     500
-}
-fn default_publish() -> u64 {
-    50
 }
 fn default_ckpt() -> u64 {
     1000
@@ -112,15 +98,7 @@ fn default_rounds() -> usize {
 
 impl LearnerParams {
     pub fn validate(&self) -> rft_config::Result<()> {
-        check(self.utd >= 1, "utd", || "must be at least 1".into())?;
-        check(
-            (0.0..=1.0).contains(&self.offline_ratio),
-            "offline_ratio",
-            || format!("{} is outside [0, 1]", self.offline_ratio),
-        )?;
-        check(self.publish_every >= 1, "publish_every", || {
-            "must be at least 1".into()
-        })?;
+        self.recipe.validate().map_err(|e| e.under("recipe"))?;
         check(self.keep >= 1, "keep", || "must be at least 1".into())?;
         check(self.capacity >= 1, "capacity", || {
             "must be at least 1".into()
@@ -136,11 +114,7 @@ impl LearnerParams {
                 format!("{v} must be positive")
             })?;
         }
-        check(
-            self.init_alpha.is_none_or(|a| a.is_finite() && a > 0.0),
-            "init_alpha",
-            || "must be positive".into(),
-        )
+        Ok(())
     }
 }
 
@@ -155,6 +129,8 @@ pub struct LearnerStats {
     /// Transitions that do not fit the policy (wrong sizes, task ids).
     pub malformed: u64,
     pub successes: u64,
+    /// Successful episodes copied into the demos (`recipe.promote_successes`).
+    pub promoted: u64,
     pub rounds: u64,
     pub version: u64,
     pub checkpoints: u64,
@@ -184,11 +160,8 @@ pub struct Learner {
     name: String,
     p: LearnerParams,
     period: Duration,
-    agent: Agent,
-    demos: Option<ReplayBuffer>,
-    buffer: ReplayBuffer,
+    learner: OnlineLearner,
     rng: StdRng,
-    batches: Vec<Batch>,
     transitions: Subscription<Transition>,
     rewards: Subscription<Reward>,
     phase: Subscription<EpisodePhase>,
@@ -198,7 +171,6 @@ pub struct Learner {
     scored: BTreeMap<i64, Scored>,
     /// Rounds the data allows (one per rewarded transition after the warm-up).
     allowance: u64,
-    version: u64,
     last_ckpt_round: u64,
     stats: Arc<Mutex<LearnerStats>>,
 }
@@ -210,7 +182,7 @@ impl Learner {
         let ckpts = p.out.join("checkpoints");
         let resumed = checkpoint::load_latest(&ckpts, None, &dev)
             .map_err(|e| err("out", format!("{}: {e}", ckpts.display())))?;
-        let (mut agent, buffer, version, resumed) = match resumed {
+        let (mut agent, buffer, version, rounds) = match resumed {
             Some(r) => {
                 let buffer = r.replay.ok_or_else(|| {
                     err(
@@ -219,7 +191,13 @@ impl Learner {
                     )
                 })?;
                 tracing::info!(node = %name, checkpoint = %r.dir.display(), transitions = buffer.len(), version = r.meta.policy_version, "resuming from the learner's checkpoint");
-                (r.agent, buffer, r.meta.policy_version, true)
+                let rounds = r.meta.extra.get("online_rounds").and_then(|v| v.as_u64());
+                (
+                    r.agent,
+                    buffer,
+                    r.meta.policy_version,
+                    Some(rounds.unwrap_or(0)),
+                )
             }
             None => {
                 let r = if p.init.join("meta.json").exists() {
@@ -241,12 +219,12 @@ impl Learner {
                     .map_err(|e| err("init", e.to_string()))?;
                 let buffer =
                     ReplayBuffer::new(p.capacity, agent.cfg.obs_dim, agent.cfg.act_dim, None);
-                (agent, buffer, r.meta.policy_version.max(1), false)
+                (agent, buffer, r.meta.policy_version.max(1), None)
             }
         };
+        let resumed = rounds.is_some();
         if !resumed {
-            prepare_online(&mut agent, p.utd, p.keep_cql, p.bc_weight, p.init_alpha)
-                .map_err(|e| err("utd", e))?;
+            online::prepare(&mut agent, &p.recipe).map_err(|e| err("recipe", e.to_string()))?;
         }
         if agent.cfg.encoder.is_some() {
             return Err(err(
@@ -260,6 +238,11 @@ impl Learner {
             ),
             None => None,
         };
+        let buffer_len = buffer.len();
+        let mut learner =
+            OnlineLearner::new(agent, p.recipe.clone(), buffer, demos.as_ref(), version)
+                .map_err(|e| err("recipe", e.to_string()))?;
+        learner.set_rounds(rounds.unwrap_or(0));
         let q = QueueConfig::drop_oldest(4096);
         Ok(Self {
             rng: StdRng::seed_from_u64(p.seed ^ 0x1ea2),
@@ -274,14 +257,10 @@ impl Learner {
             stats: Arc::new(Mutex::new(LearnerStats {
                 version,
                 resumed,
-                buffer_len: buffer.len(),
+                buffer_len,
                 ..LearnerStats::default()
             })),
-            agent,
-            demos,
-            buffer,
-            batches: Vec::new(),
-            version,
+            learner,
             name,
             p,
             period,
@@ -293,7 +272,7 @@ impl Learner {
     }
 
     pub fn agent(&self) -> &Agent {
-        &self.agent
+        &self.learner.agent
     }
 
     fn with_stats<R>(&self, f: impl FnOnce(&mut LearnerStats) -> R) -> R {
@@ -340,7 +319,8 @@ impl Learner {
                     // the step that reached the goal. (The runner learns of the success only
                     // at its next tick, so its `done` marks the step after; that one only ends
                     // the episode.)
-                    let pushed = self.buffer.push(&TransitionIn {
+                    let promoted = self.learner.promoted();
+                    let pushed = self.learner.push(&TransitionIn {
                         obs: &t.obs,
                         action: &t.action,
                         reward,
@@ -355,13 +335,15 @@ impl Learner {
                     });
                     match pushed {
                         Ok(()) => {
-                            if self.buffer.len() >= self.p.warmup_transitions {
+                            if self.learner.buffer.len() >= self.p.warmup_transitions {
                                 self.allowance += 1;
                             }
-                            let len = self.buffer.len();
+                            let len = self.learner.buffer.len();
+                            let promoted = self.learner.promoted() - promoted;
                             self.with_stats(|s| {
                                 s.rewarded += 1;
                                 s.successes += u64::from(success);
+                                s.promoted += promoted;
                                 s.buffer_len = len;
                             });
                         }
@@ -398,17 +380,15 @@ impl Learner {
             return Ok(());
         }
         let dir = self.p.out.join("checkpoints");
-        let env_steps = self.buffer.len() as u64;
-        checkpoint::save(
-            &dir,
-            &self.agent,
-            Some(&self.buffer),
-            env_steps,
-            self.version,
-            serde_json::json!({ "learner": format!("{:?}", self.p) }),
-            self.p.keep,
-        )
-        .map_err(|e| Error::node(&self.name, format!("checkpoint: {e}")))?;
+        let env_steps = self.learner.buffer.total_added;
+        self.learner
+            .checkpoint(
+                &dir,
+                env_steps,
+                serde_json::json!({ "learner": format!("{:?}", self.p) }),
+                self.p.keep,
+            )
+            .map_err(|e| Error::node(&self.name, format!("checkpoint: {e}")))?;
         self.last_ckpt_round = self.stats_rounds();
         self.with_stats(|s| s.checkpoints += 1);
         Ok(())
@@ -418,21 +398,23 @@ impl Learner {
         self.with_stats(|s| s.rounds)
     }
 
+    /// Publishes the acting policy (the moving average when the recipe keeps one).
     fn publish(&mut self) -> Result<()> {
-        self.version += 1;
-        let data = policy_bytes(&self.agent, self.version)
+        let version = self.learner.version();
+        let data = self
+            .learner
+            .policy_bytes()
             .map_err(|e| Error::node(&self.name, e.to_string()))?;
         let sha256 = checkpoint::sha256_hex(&data);
         self.out.publish(PolicyUpdate {
             header: Header::default(),
-            version: self.version,
-            algorithm: format!("{:?}", self.agent.cfg.algorithm).to_lowercase(),
+            version,
+            algorithm: format!("{:?}", self.learner.agent.cfg.algorithm).to_lowercase(),
             format: "safetensors".into(),
             data,
             sha256,
         })?;
-        let v = self.version;
-        self.with_stats(|s| s.version = v);
+        self.with_stats(|s| s.version = version);
         Ok(())
     }
 }
@@ -469,19 +451,9 @@ impl Node for Learner {
         let mut rounds = 0;
         while self.allowance > 0 && rounds < self.p.max_rounds_per_tick && !ctx.is_shutting_down() {
             let t = Instant::now();
-            let offline = self.demos.as_ref().filter(|_| self.p.offline_ratio > 0.0);
-            sample_round(
-                &self.agent,
-                &self.buffer,
-                offline,
-                self.p.offline_ratio,
-                &mut self.rng,
-                &mut self.batches,
-            )
-            .map_err(|e| Error::node(&self.name, e.to_string()))?;
-            let refs: Vec<&Batch> = self.batches.iter().collect();
-            self.agent
-                .update(&refs)
+            let round = self
+                .learner
+                .round(&mut self.rng)
                 .map_err(|e| Error::node(&self.name, e.to_string()))?;
             self.allowance -= 1;
             rounds += 1;
@@ -491,7 +463,7 @@ impl Node for Learner {
                 s.update_ms.push(ms);
                 s.rounds
             });
-            if n.is_multiple_of(self.p.publish_every) {
+            if round.publish.is_some() {
                 self.publish()?;
             }
             if n.is_multiple_of(self.p.checkpoint_every.max(1)) {

@@ -239,7 +239,10 @@ fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out()
     .unwrap();
     assert_eq!((c.finetune.schedule.stuck_s, c.finetune.steps), (5.0, 100));
     assert_eq!(c.finetune.schedule.home_s, d.home_s);
-    assert_eq!(c.finetune.utd, PipelineConfig::default().finetune.utd);
+    assert_eq!(
+        c.finetune.recipe.utd,
+        PipelineConfig::default().finetune.recipe.utd
+    );
     // The same through a launch file's [pipeline] section; unknown keys are still named.
     let l = launch::parse(
         &rft_nodes::registry(),

@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: safetensors + JSON checkpoints, written atomically, verified on load.
 //! - [`handle`]: [`handle::PolicyHandle`] for the policy runner: allocation-free `act`,
 //!   lock-free validated weight swaps, weights as bytes for `/rft/policy`.
+//! - [`online`]: [`online::OnlineLearner`], the update recipe every online loop shares.
 //! - [`train`]: online and offline training loops with progress and a metrics CSV.
 //! - [`pendulum`]: an exact port of Gymnasium's Pendulum-v1.
 
@@ -20,6 +21,7 @@ pub mod fused;
 pub mod handle;
 pub mod nets;
 pub mod normalize;
+pub mod online;
 pub mod optim;
 pub mod pendulum;
 pub mod replay;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Agent, UpdateInfo};
 use crate::env::{Env, make_env};
 use crate::error::{Error, Result};
+use crate::online::{OnlineLearner, Recipe};
 use crate::replay::{Batch, ReplayBuffer, TransitionIn};
 
 /// The online loop's schedule (the agent's own config holds the learning numbers).
@@ -136,15 +137,17 @@ pub fn sample_round(
 
 /// Online training on a built-in environment. `offline` (RLPD) is mixed into every batch at
 /// `cfg.offline_ratio`; WSRL is `random_before_learning = false` with `learning_starts` =
-/// its warm-up and no offline buffer. `on_progress` is called about every 1% of the run.
+/// its warm-up and no offline buffer. `on_progress` is called about every 1% of the run. The
+/// updates are [`OnlineLearner`]'s (the agent's own UTD and BC weight, no warm-up, average or
+/// anneal); returns the log and the trained agent.
 pub fn train_online(
-    agent: &mut Agent,
+    agent: Agent,
     env_name: &str,
     cfg: &OnlineConfig,
     offline: Option<&ReplayBuffer>,
     metrics: Option<&mut MetricsCsv>,
     on_progress: &mut dyn FnMut(&Progress),
-) -> Result<TrainLog> {
+) -> Result<(TrainLog, Agent)> {
     let mut env = make_env(env_name, cfg.seed)?;
     let mut eval_env = make_env(env_name, cfg.seed.wrapping_add(10_000))?;
     let spec = env.spec();
@@ -154,14 +157,23 @@ pub fn train_online(
             spec.name, spec.obs_dim, spec.act_dim, agent.cfg.obs_dim, agent.cfg.act_dim
         )));
     }
-    let mut buffer = ReplayBuffer::new(
+    let recipe = Recipe {
+        utd: agent.cfg.utd,
+        offline_ratio: cfg.offline_ratio,
+        keep_cql: agent.cfg.cql.is_some(),
+        bc_weight: agent.cfg.bc_weight,
+        publish_every: cfg.total_steps.max(1),
+        ..Recipe::default()
+    };
+    let mut learner = OnlineLearner::with_capacity(
+        agent,
+        recipe,
         cfg.buffer_capacity.min(cfg.total_steps as usize + 1),
-        spec.obs_dim,
-        spec.act_dim,
         None,
-    );
+        offline,
+        0,
+    )?;
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xb0ff);
-    let mut batches = Vec::new();
     let mut log = TrainLog::default();
     let start = Instant::now();
     let mut obs = env.reset();
@@ -178,11 +190,11 @@ pub fn train_online(
                 .map(|_| rng.random_range(-1.0f32..=1.0))
                 .collect()
         } else {
-            agent.act(&obs, 0, None, false)?
+            learner.agent.act(&obs, 0, None, false)?
         };
         let s = env.step(&action);
         ep_return += s.reward as f64;
-        buffer.push(&TransitionIn {
+        learner.push(&TransitionIn {
             obs: &obs,
             action: &action,
             reward: s.reward,
@@ -201,36 +213,27 @@ pub fn train_online(
             obs = env.reset();
         }
         if step > cfg.learning_starts {
-            sample_round(
-                agent,
-                &buffer,
-                offline,
-                cfg.offline_ratio,
-                &mut rng,
-                &mut batches,
-            )?;
-            let refs: Vec<&Batch> = batches.iter().collect();
-            progress.info = agent.update(&refs)?;
+            progress.info = learner.round(&mut rng)?.info;
         }
         let eval_now = cfg.eval_every > 0 && step % cfg.eval_every == 0;
         if eval_now {
-            let r = evaluate(agent, eval_env.as_mut(), cfg.eval_episodes)?;
+            let r = evaluate(&mut learner.agent, eval_env.as_mut(), cfg.eval_episodes)?;
             log.evals.push((step, r));
             progress.last_eval = Some(r);
         }
         report(
             &mut progress,
             step,
-            agent.steps,
+            learner.agent.steps,
             start,
             eval_now,
             &mut metrics,
             on_progress,
         )?;
     }
-    log.grad_steps = agent.steps;
+    log.grad_steps = learner.agent.steps;
     log.wall_s = start.elapsed().as_secs_f64();
-    Ok(log)
+    Ok((log, learner.agent))
 }
 
 /// Offline pre-training for `steps` gradient rounds on `data`; evaluates on `eval_env`

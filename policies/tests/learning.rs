@@ -38,7 +38,7 @@ fn sac_returns_improve_on_a_small_budget() {
         seed: 0,
         ..Default::default()
     };
-    let log = train_online(&mut agent, "pendulum", &oc, None, None, &mut |_| {}).unwrap();
+    let (log, mut agent) = train_online(agent, "pendulum", &oc, None, None, &mut |_| {}).unwrap();
     let after = eval(&mut agent, 0);
     eprintln!(
         "SAC 3k steps: eval {before:.0} -> {after:.0}, {:.1} s",
@@ -82,7 +82,7 @@ fn wsrl_returns_improve_on_a_small_budget() {
         seed: 1,
         ..Default::default()
     };
-    let log = train_online(&mut agent, "pendulum", &oc, None, None, &mut |_| {}).unwrap();
+    let (log, mut agent) = train_online(agent, "pendulum", &oc, None, None, &mut |_| {}).unwrap();
     let after = eval(&mut agent, 1);
     eprintln!(
         "WSRL 3k steps: eval {before:.0} -> {after:.0}, {:.1} s",
@@ -115,15 +115,8 @@ fn rlpd_returns_improve_on_a_small_budget_with_demos_in_every_batch() {
         seed: 2,
         ..Default::default()
     };
-    let log = train_online(
-        &mut agent,
-        "pendulum",
-        &oc,
-        Some(&offline),
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    let (log, mut agent) =
+        train_online(agent, "pendulum", &oc, Some(&offline), None, &mut |_| {}).unwrap();
     let after = eval(&mut agent, 2);
     eprintln!(
         "RLPD 1.5k steps: eval {before:.0} -> {after:.0}, {:.1} s",
@@ -260,7 +253,7 @@ fn wsrl_warms_up_with_the_policy_without_updates_then_fine_tunes() {
     let mut cfg = small(Algorithm::Wsrl, 3);
     cfg.n_critics = 4;
     cfg.utd = 2;
-    let mut agent = Agent::new(cfg, &Device::Cpu).unwrap();
+    let agent = Agent::new(cfg, &Device::Cpu).unwrap();
     let oc = OnlineConfig {
         total_steps: 400,
         learning_starts: 300,
@@ -270,7 +263,7 @@ fn wsrl_warms_up_with_the_policy_without_updates_then_fine_tunes() {
         ..Default::default()
     };
     let mut steps_at_300 = None;
-    let log = train_online(&mut agent, "pendulum", &oc, None, None, &mut |p| {
+    let (log, _agent) = train_online(agent, "pendulum", &oc, None, None, &mut |p| {
         if p.step == 300 {
             steps_at_300 = Some(p.grad_steps);
         }
