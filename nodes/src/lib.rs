@@ -15,6 +15,7 @@ mod recorder;
 mod reward;
 mod robot_state;
 mod safety_filter;
+mod scripted_expert;
 mod sim_robot;
 mod test_camera;
 
@@ -28,6 +29,7 @@ pub use reward::{
     ClassifierSpec, KeypointSpec, RewardCounts, RewardNode, RewardParams, WaypointSpec,
 };
 pub use safety_filter::{SafetyCounts, SafetyFilter, SafetyFilterParams};
+pub use scripted_expert::{ScriptedExpert, ScriptedExpertParams};
 pub use sim_robot::{SimRobot, SimRobotCounts, SimRobotParams};
 pub use test_camera::{TestCamera, TestCameraParams};
 
@@ -48,4 +50,5 @@ pub fn registry() -> Registry {
         .with::<PolicyRunnerParams>()
         .with::<LearnerParams>()
         .with::<EpisodeManagerParams>()
+        .with::<ScriptedExpertParams>()
 }

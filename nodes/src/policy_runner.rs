@@ -33,8 +33,10 @@ use rft_runtime::{Node, StepCtx};
 pub struct PolicyRunnerParams {
     /// The policy to start with: a `policy.safetensors` (as `rft pipeline` or the learner
     /// writes it) or a checkpoint directory (its `LATEST`). `{run_dir}/…` is inside the run
-    /// directory.
-    pub policy: PathBuf,
+    /// directory. Without one the runner only records the steps a person (or the scripted
+    /// expert) drives on `/rft/teleop`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// For the tool pose (forward kinematics of `/joint_states`).
     #[serde(default = "rft_sim::world::default_urdf")]
     pub urdf: PathBuf,
@@ -62,8 +64,17 @@ pub struct PolicyRunnerParams {
     pub max_obs_age_ms: f64,
     #[serde(default = "default_object_topic")]
     pub object_topic: String,
+    /// A `/rft/teleop` command this recent (node clock) is in control: the step records its
+    /// action, flagged as an intervention, and the runner publishes none of its own. The safety
+    /// filter's `stale_command_ms` should match.
+    #[serde(default = "default_teleop_ms")]
+    pub teleop_timeout_ms: f64,
     #[serde(default)]
     pub seed: u64,
+}
+
+fn default_teleop_ms() -> f64 {
+    200.0
 }
 
 pub(crate) fn default_fingers() -> Vec<String> {
@@ -104,6 +115,11 @@ impl PolicyRunnerParams {
             "finger_max_m",
             || format!("{} must be positive", self.finger_max_m),
         )?;
+        check(
+            self.teleop_timeout_ms.is_finite() && self.teleop_timeout_ms > 0.0,
+            "teleop_timeout_ms",
+            || format!("{} must be positive", self.teleop_timeout_ms),
+        )?;
         self.action.validate().map_err(|e| e.under("action"))
     }
 }
@@ -134,6 +150,8 @@ pub struct RunnerStats {
     /// Ticks without a fresh, synchronised observation (nothing published).
     pub stale_obs: u64,
     pub paused_ticks: u64,
+    /// Steps driven from `/rft/teleop` (recorded as interventions).
+    pub teleop_steps: u64,
     pub swaps: u64,
     pub rejected_updates: u64,
     pub version: u64,
@@ -153,6 +171,7 @@ struct Pending {
     episode: u64,
     step: u32,
     version: u64,
+    intervention: bool,
 }
 
 pub struct PolicyRunner {
@@ -160,13 +179,16 @@ pub struct PolicyRunner {
     p: PolicyRunnerParams,
     period: Duration,
     fk: ToolFk,
-    policy: PolicyHandle,
+    policy: Option<PolicyHandle>,
     mode: ActMode,
     rng: rand::rngs::StdRng,
     joints: Subscription<JointState>,
     object: Subscription<PoseStamped>,
     phase: Subscription<EpisodePhase>,
     updates: Subscription<PolicyUpdate>,
+    teleop: Subscription<Action>,
+    /// The newest teleop command and when it arrived (node clock, ns).
+    last_teleop: Option<(Arc<Action>, i64)>,
     action_out: Publisher<Action>,
     transition_out: Publisher<Transition>,
     pending: Option<Pending>,
@@ -188,20 +210,26 @@ impl PolicyRunner {
         bus: &NodeHandle,
     ) -> Result<Self> {
         use rand::SeedableRng;
-        let policy = load_policy(&name, &p.policy)?;
-        let spec = policy.spec.clone();
-        if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM {
-            return Err(Error::node(
-                &name,
-                format!(
-                    "params.policy {}: observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
-                    p.policy.display(),
-                    spec.obs_dim,
-                    spec.act_dim
-                ),
-            ));
-        }
-        let version = spec.version;
+        let policy = match &p.policy {
+            Some(path) => {
+                let policy = load_policy(&name, path)?;
+                let spec = &policy.spec;
+                if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM {
+                    return Err(Error::node(
+                        &name,
+                        format!(
+                            "params.policy {}: observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
+                            path.display(),
+                            spec.obs_dim,
+                            spec.act_dim
+                        ),
+                    ));
+                }
+                Some(PolicyHandle::new(policy, p.seed))
+            }
+            None => None,
+        };
+        let version = policy.as_ref().map_or(0, |h| h.version());
         let fk = ToolFk::new(
             &name,
             &p.urdf,
@@ -213,7 +241,7 @@ impl PolicyRunner {
         let latest = QueueConfig::latest_only();
         Ok(Self {
             fk,
-            policy: PolicyHandle::new(policy, p.seed),
+            policy,
             mode: if p.mode == "deterministic" {
                 ActMode::Deterministic
             } else {
@@ -224,6 +252,8 @@ impl PolicyRunner {
             object: bus.subscribe_quiet(&p.object_topic, latest)?,
             phase: bus.subscribe_quiet("/rft/phase", latest)?,
             updates: bus.subscribe_quiet("/rft/policy", latest)?,
+            teleop: bus.subscribe_quiet("/rft/teleop", latest)?,
+            last_teleop: None,
             action_out: bus.publisher("/rft/action")?,
             transition_out: bus.publisher("/rft/transition")?,
             pending: None,
@@ -257,16 +287,34 @@ impl PolicyRunner {
         let Some(u) = self.updates.try_recv() else {
             return;
         };
-        if u.version <= self.policy.version() {
+        if u.version <= self.version() {
             return;
         }
         let t = Instant::now();
-        let ok =
-            if !u.sha256.is_empty() && rft_policies::checkpoint::sha256_hex(&u.data) != u.sha256 {
-                Err("sha256 does not match the bytes".to_string())
-            } else {
-                self.policy.swap(&u.data).map_err(|e| e.to_string())
-            };
+        let ok = if !u.sha256.is_empty()
+            && rft_policies::checkpoint::sha256_hex(&u.data) != u.sha256
+        {
+            Err("sha256 does not match the bytes".to_string())
+        } else {
+            match &self.policy {
+                    Some(h) => h.swap(&u.data).map_err(|e| e.to_string()),
+                    // The first policy of a runner that started without one.
+                    None => InferencePolicy::from_bytes(&u.data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| {
+                            if p.spec.obs_dim != STATE_OBS_DIM || p.spec.act_dim != ACTION_DIM {
+                                return Err(format!(
+                                    "observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
+                                    p.spec.obs_dim, p.spec.act_dim
+                                ));
+                            }
+                            let h = PolicyHandle::new(p, self.p.seed);
+                            let v = h.version();
+                            self.policy = Some(h);
+                            Ok(v)
+                        }),
+                }
+        };
         let us = t.elapsed().as_secs_f32() * 1e6;
         match ok {
             Ok(v) => self.with_stats(|s| {
@@ -286,6 +334,11 @@ impl PolicyRunner {
         }
     }
 
+    /// The version of the acting policy (0: none yet).
+    fn version(&self) -> u64 {
+        self.policy.as_ref().map_or(0, |h| h.version())
+    }
+
     fn publish_action(&self, stamp: Time, a: &[f32], tcp: &nalgebra::Isometry3<f64>) -> Result<()> {
         let t = self.p.action.twist(a, tcp);
         self.action_out.publish(Action {
@@ -293,7 +346,7 @@ impl PolicyRunner {
                 stamp,
                 frame_id: self.p.base_link.clone(),
             },
-            policy_version: self.policy.version(),
+            policy_version: self.version(),
             twist: Twist {
                 linear: V3 {
                     x: t[0],
@@ -329,6 +382,9 @@ impl Node for PolicyRunner {
         self.swap_weights();
         if let Some(ph) = self.phase.latest() {
             self.last_phase = Some((*ph).clone());
+        }
+        if let Some(t) = self.teleop.latest() {
+            self.last_teleop = Some((t, ctx.now.as_nanos()));
         }
         let (task, episode, phase) = self
             .last_phase
@@ -395,7 +451,7 @@ impl Node for PolicyRunner {
                 next_obs_stamp: stamp,
                 done: success,
                 truncated: ended && !success,
-                intervention: false,
+                intervention: prev.intervention,
                 safety_override: false,
                 policy_version: prev.version,
             })?;
@@ -405,24 +461,48 @@ impl Node for PolicyRunner {
             self.episode = Some(episode);
             self.step_in_episode = 0;
         }
+        let mut a = [0.0f32; ACTION_DIM];
+        // A person (or the scripted expert) in control: the step is theirs, in the policy's
+        // action units, and the runner adds no command of its own.
+        let teleop_ns = (self.p.teleop_timeout_ms * 1e6) as i64;
+        let teleop = self
+            .last_teleop
+            .as_ref()
+            .filter(|(_, at)| now - at <= teleop_ns)
+            .map(|(t, _)| t.clone());
+        let intervention = if let Some(t) = teleop {
+            let lin = nalgebra::Vector3::new(t.twist.linear.x, t.twist.linear.y, t.twist.linear.z);
+            if !(lin.iter().all(|x| x.is_finite()) && t.twist.angular.z.is_finite()) {
+                // The safety filter stops on it; there is no step to record.
+                self.pending = None;
+                return Ok(());
+            }
+            a = self.p.action.action_of(&lin, t.twist.angular.z);
+            self.with_stats(|s| s.teleop_steps += 1);
+            true
+        } else if let Some(policy) = &mut self.policy {
+            if self.p.explore_std > 0.0 {
+                use rand::Rng;
+                policy
+                    .act(&obs, task, None, ActMode::Deterministic, &mut a)
+                    .map_err(|e| Error::node(&self.name, e))?;
+                for x in &mut a {
+                    let n: f64 = self.rng.sample(rand_distr::StandardNormal);
+                    *x = (*x + (self.p.explore_std * n) as f32).clamp(-1.0, 1.0);
+                }
+            } else {
+                policy
+                    .act(&obs, task, None, self.mode, &mut a)
+                    .map_err(|e| Error::node(&self.name, e))?;
+            }
+            self.publish_action(stamp, &a, &tcp)?;
+            false
+        } else {
+            // No policy and nobody driving: nothing acts, nothing to record.
+            return Ok(());
+        };
         let step = self.step_in_episode;
         self.step_in_episode = self.step_in_episode.saturating_add(1);
-        let mut a = [0.0f32; ACTION_DIM];
-        if self.p.explore_std > 0.0 {
-            use rand::Rng;
-            self.policy
-                .act(&obs, task, None, ActMode::Deterministic, &mut a)
-                .map_err(|e| Error::node(&self.name, e))?;
-            for x in &mut a {
-                let n: f64 = self.rng.sample(rand_distr::StandardNormal);
-                *x = (*x + (self.p.explore_std * n) as f32).clamp(-1.0, 1.0);
-            }
-        } else {
-            self.policy
-                .act(&obs, task, None, self.mode, &mut a)
-                .map_err(|e| Error::node(&self.name, e))?;
-        }
-        self.publish_action(stamp, &a, &tcp)?;
         let us = t0.elapsed().as_secs_f32() * 1e6;
         self.pending = Some(Pending {
             obs,
@@ -431,7 +511,8 @@ impl Node for PolicyRunner {
             task,
             episode,
             step,
-            version: self.policy.version(),
+            version: self.version(),
+            intervention,
         });
         self.with_stats(|s| {
             s.actions += 1;
@@ -447,7 +528,9 @@ impl NodeKind for PolicyRunnerParams {
     const DEFAULT_RATE_HZ: f64 = 10.0;
 
     fn paths(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.policy, &mut self.urdf]
+        let mut v = vec![&mut self.urdf];
+        v.extend(self.policy.as_mut());
+        v
     }
 
     fn validate(&self) -> rft_config::Result<()> {

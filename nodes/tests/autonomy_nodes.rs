@@ -73,9 +73,8 @@ rate_hz = 50
 init = "{init}"
 out = "{out}"
 warmup_transitions = 10
-publish_every = 2
 checkpoint_every = 20
-offline_ratio = 0.0
+recipe = {{ publish_every = 2, offline_ratio = 0.0 }}
 "#,
         init = a.init.display(),
         clf = a.classifier.display(),
@@ -577,10 +576,10 @@ fn bad_loop_settings_are_rejected_with_the_key_before_anything_runs() {
             "nodes.4.params.schedule.timeout_s=0.0",
             "nodes[4].params.schedule.timeout_s",
         ),
-        ("nodes.5.params.utd=0", "nodes[5].params.utd"),
+        ("nodes.5.params.recipe.utd=0", "nodes[5].params.recipe.utd"),
         (
-            "nodes.5.params.offline_ratio=1.5",
-            "nodes[5].params.offline_ratio",
+            "nodes.5.params.recipe.offline_ratio=1.5",
+            "nodes[5].params.recipe.offline_ratio",
         ),
         ("nodes.5.params.learning_rate=1.0", "nodes[5].params"),
     ] {
@@ -600,7 +599,7 @@ fn bad_loop_settings_are_rejected_with_the_key_before_anything_runs() {
     let Some(p) = l.nodes[2].params_mut::<rft_nodes::PolicyRunnerParams>() else {
         panic!()
     };
-    p.policy = a.init.join("nope.safetensors");
+    p.policy = Some(a.init.join("nope.safetensors"));
     let e = app::prepare_in(&l, None, Some(a.init.clone()))
         .err()
         .unwrap()

@@ -1,0 +1,249 @@
+//! Demonstrations through the robot's node graph, scored by trained classifiers.
+//!
+//! `rft pipeline` trains the two success classifiers (small budget) on rendered scripted demos.
+//! Then the node graph runs on the lockstep executor: the simulated robot, the safety filter,
+//! the reward node with those classifiers, the episode manager, the scripted expert driving on
+//! `/rft/teleop` as a person would, a policy runner with no policy (it records the steps the
+//! expert drove) and the recorder. The schedule must advance on the classifier's success only
+//! when the cube really is in the goal (ground truth from the simulator's object pose, read
+//! here and nowhere in the loop), and with nobody driving it must never call a success. The
+//! recording must read back through the dataset loader as demonstrations.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rft_msgs::{EpisodePhase, PoseStamped};
+use rft_runtime::app;
+use rft_runtime::bus::{QueueConfig, Subscription};
+use rft_runtime::launch;
+use rft_sim::{Direction, TaskKind};
+
+const RFT: &str = env!("CARGO_BIN_EXE_rft");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Classifiers for push forward and backward, trained by `rft pipeline` on a small budget.
+fn classifiers(dir: &Path) -> [PathBuf; 2] {
+    let out = Command::new(RFT)
+        .args(["pipeline", "--out"])
+        .arg(dir)
+        .args([
+            "--set",
+            "stages=[\"reward\"]",
+            "--set",
+            "reward.episodes=16",
+            "--set",
+            "reward.steps=300",
+            "--set",
+            "reward.candidates=1",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rft pipeline (reward stage) failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ["forward", "backward"].map(|d| dir.join(format!("reward/{d}/reward.safetensors")))
+}
+
+fn launch_text(clf: &[PathBuf; 2], duration_s: f64, expert: bool) -> String {
+    format!(
+        r#"
+name = "expert_graph"
+duration_s = {duration_s}
+[clock]
+kind = "sim"
+executor = "lockstep"
+[[nodes]]
+name = "robot"
+kind = "sim_robot"
+rate_hz = 100
+[nodes.params]
+urdf = "../sim/assets/panda.urdf"
+task = "push"
+seed = 3
+realtime_factor = 0.0
+lockstep_timeout_ms = 0
+cameras = [{{ name = "camera", width = 128, height = 128, rate_hz = 10, mount = "scene", eye = [1.45, 0.4, 0.85], target = [0.36, 0.0, 0.15] }}]
+[[nodes]]
+name = "safety"
+kind = "safety_filter"
+[nodes.params]
+urdf = "../sim/assets/panda.urdf"
+joint_state_rate_hz = 100
+workspace_min = [0.2, -0.5, 0.01]
+workspace_max = [0.8, 0.5, 0.8]
+max_linear_m_s = 0.25
+stale_command_ms = 200
+[[nodes]]
+name = "reward"
+kind = "reward"
+rate_hz = 10
+[nodes.params]
+consecutive = 3
+classifiers = [{{ kind = "cnn", weights = "{f}" }}, {{ kind = "cnn", weights = "{b}" }}]
+[[nodes]]
+name = "episodes"
+kind = "episode_manager"
+rate_hz = 10
+[nodes.params]
+schedule = {{ consecutive = 1, timeout_s = 25.0, stuck_s = 100.0, reset_retries = 0 }}
+[[nodes]]
+name = "expert"
+kind = "scripted_expert"
+rate_hz = 10
+enabled = {expert}
+[[nodes]]
+name = "runner"
+kind = "policy_runner"
+rate_hz = 10
+[[nodes]]
+name = "recorder"
+kind = "recorder"
+params = {{ topics = ["/rft/transition", "/rft/reward", "/rft/phase"] }}
+"#,
+        f = clf[0].display(),
+        b = clf[1].display(),
+    )
+}
+
+struct Run {
+    phases: Vec<EpisodePhase>,
+    poses: Vec<PoseStamped>,
+    mcap: PathBuf,
+    _runs: tempfile::TempDir,
+}
+
+fn run(clf: &[PathBuf; 2], duration_s: f64, expert: bool) -> Run {
+    let path = root().join("launch/expert_graph.toml");
+    let l = launch::parse(
+        &rft_nodes::registry(),
+        &path,
+        &launch_text(clf, duration_s, expert),
+        &[],
+    )
+    .unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let prepared = app::prepare_in(&l, None, Some(runs.path().to_path_buf())).unwrap();
+    let dir = prepared.run_dir.clone();
+    let test = prepared.bus.simple_node("observer").unwrap();
+    let q = QueueConfig::drop_oldest(1_000_000);
+    let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
+    let poses: Subscription<PoseStamped> = test.subscribe("/rft/object_pose", q).unwrap();
+    let report = app::run(prepared, |_| {}).unwrap();
+    for n in &report.nodes {
+        assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
+    }
+    Run {
+        phases: phases.drain().iter().map(|p| (**p).clone()).collect(),
+        poses: poses.drain().iter().map(|p| (**p).clone()).collect(),
+        mcap: dir.join("events.mcap"),
+        _runs: runs,
+    }
+}
+
+/// The episodes' ends: (stamp ns, direction of the episode that ended, reason).
+fn ends(phases: &[EpisodePhase]) -> Vec<(i64, Direction, String)> {
+    let mut out = Vec::new();
+    for w in phases.windows(2) {
+        if w[1].episode_id != w[0].episode_id {
+            let dir = if w[0].task_id == 0 {
+                Direction::Forward
+            } else {
+                Direction::Backward
+            };
+            out.push((w[1].header.stamp.as_nanos(), dir, w[1].reason.clone()));
+        }
+    }
+    out
+}
+
+/// Ground truth at `t`: the simulator's object pose there, judged for `dir`.
+fn truly_done(poses: &[PoseStamped], t: i64, dir: Direction) -> bool {
+    let p = poses
+        .iter()
+        .min_by_key(|p| (p.header.stamp.as_nanos() - t).abs())
+        .unwrap();
+    assert!(
+        (p.header.stamp.as_nanos() - t).abs() < 50_000_000,
+        "no object pose near {t}"
+    );
+    let pose = nalgebra::Isometry3::from_parts(
+        nalgebra::Translation3::new(p.pose.position.x, p.pose.position.y, p.pose.position.z),
+        nalgebra::UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(
+            p.pose.orientation.w,
+            p.pose.orientation.x,
+            p.pose.orientation.y,
+            p.pose.orientation.z,
+        )),
+    );
+    let half = rft_sim::SimConfig::default().cube_size_m / 2.0;
+    rft_sim::task::evaluate(TaskKind::Push, dir, &pose, half, 0.0, false).success
+}
+
+#[test]
+fn trained_classifiers_advance_the_schedule_only_on_real_success() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clf = classifiers(&tmp.path().join("artifacts"));
+
+    // The expert drives: forward and then backward succeed, each ended by the classifier, each
+    // with the cube really in that direction's goal.
+    let driven = run(&clf, 40.0, true);
+    let e = ends(&driven.phases);
+    for (t, dir, why) in &e {
+        eprintln!(
+            "episode end at {:.1} s: {dir:?} {why}, in the goal: {}",
+            *t as f64 * 1e-9,
+            truly_done(&driven.poses, *t, *dir)
+        );
+    }
+    let successes: Vec<_> = e.iter().filter(|x| x.2 == "success").collect();
+    assert!(
+        successes.iter().any(|x| x.1 == Direction::Forward)
+            && successes.iter().any(|x| x.1 == Direction::Backward),
+        "the classifiers must end a forward and a backward episode: {e:?}"
+    );
+    for (t, dir, _) in &successes {
+        assert!(
+            truly_done(&driven.poses, *t, *dir),
+            "the classifier ended a {dir:?} episode at {t} ns with the cube outside the goal"
+        );
+    }
+    // The recording reads back as demonstrations: the expert's steps, flagged as
+    // interventions, rewarded by the classifier, at least one ending in success.
+    let (episodes, stats) =
+        rft_policies::dataset::episodes_from_mcap(&driven.mcap, 150_000_000).unwrap();
+    assert_eq!(stats.malformed, 0);
+    assert!(
+        stats.transitions > 100 && stats.unrewarded * 10 < stats.transitions,
+        "{stats:?}"
+    );
+    assert!(episodes.iter().all(|e| e.interventions.iter().all(|i| *i)));
+    assert!(
+        episodes.iter().any(|e| e.terminated && e.task_id == 0),
+        "no forward demonstration ended in success"
+    );
+    assert!(
+        episodes
+            .iter()
+            .all(|e| e.actions.iter().flatten().all(|a| a.abs() <= 1.0))
+    );
+
+    // Nobody drives: the cube stays where it is, the classifier never calls a success and the
+    // forward episodes end on the timeout.
+    let idle = run(&clf, 30.0, false);
+    let e = ends(&idle.phases);
+    assert!(!e.is_empty(), "the timeout must end the idle episode");
+    assert!(
+        e.iter().all(|x| x.2 != "success"),
+        "a success with nobody driving: {e:?}"
+    );
+    let last = idle.poses.last().unwrap().header.stamp.as_nanos();
+    assert!(!truly_done(&idle.poses, last, Direction::Forward));
+}
