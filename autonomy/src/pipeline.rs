@@ -892,7 +892,8 @@ pub fn eval_policy(h: &mut PolicyHandle, cfg: &PipelineConfig) -> crate::Result<
     Ok([f, b])
 }
 
-/// Parses pipeline settings from TOML text with overrides; errors name the key.
+/// Parses pipeline settings from TOML text — a pipeline TOML, or a launch file (its `[pipeline]`
+/// table) — with `--set` overrides relative to the pipeline table; errors name the key.
 pub fn parse_config(path: &Path, text: &str, set: &[String]) -> crate::Result<PipelineConfig> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| {
         crate::Error::Stage(format!(
@@ -901,6 +902,12 @@ pub fn parse_config(path: &Path, text: &str, set: &[String]) -> crate::Result<Pi
             e.message()
         ))
     })?;
+    // A launch file: its `[pipeline]` table (keys stay relative to it).
+    if table.contains_key("nodes")
+        && let Some(toml::Value::Table(p)) = table.remove("pipeline")
+    {
+        table = p;
+    }
     for o in set {
         rft_config::apply_override(&mut table, o)
             .context(|| format!("{}: --set", path.display()))?;

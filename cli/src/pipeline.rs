@@ -15,7 +15,8 @@ use rft_sim::Direction;
 /// (the `PipelineConfig` fields) and `--set key=value` overrides.
 #[derive(clap::Args, Debug)]
 pub struct PipelineArgs {
-    /// TOML file with the pipeline's settings (defaults for everything left out).
+    /// TOML file with the pipeline's settings, or a launch file (its `[pipeline]` table);
+    /// defaults for everything left out.
     pub config: Option<PathBuf>,
     /// Override a value: `--set finetune.steps=2000`, `--set stages=["eval"]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
