@@ -179,6 +179,9 @@ pub struct McapDatasetStats {
     pub unrewarded: usize,
     /// Messages that did not decode (counted and skipped).
     pub malformed: usize,
+    /// Transitions of an episode after the step that reached the goal (dropped: the runner
+    /// hears of a success a tick late, so it records one more step and marks that one done).
+    pub after_success: usize,
     pub episodes: usize,
 }
 
@@ -192,7 +195,9 @@ fn stamp_ns(t: &Time) -> i64 {
 /// transition's next-observation stamp (the frame reached by the action), or the newest one
 /// no older than `max_reward_age_ns` before it. Transitions without one are dropped and
 /// counted; invalid rewards (classifier unavailable) never count. Transitions are grouped into
-/// episodes by `episode_id` and ordered by `step`.
+/// episodes by `episode_id` and ordered by `step`. A transition is terminal when its reward
+/// says the frame shows success (the step that reached the goal, as the learner node joins
+/// them); the episode ends there and later steps of it are dropped and counted.
 pub fn episodes_from_mcap(
     path: &Path,
     max_reward_age_ns: i64,
@@ -202,7 +207,7 @@ pub fn episodes_from_mcap(
         .map_err(|e| Error::dataset(path, format!("not an MCAP file: {e}")))?;
     let mut stats = McapDatasetStats::default();
     let mut transitions: Vec<Transition> = Vec::new();
-    let mut rewards: HashMap<u8, BTreeMap<i64, f32>> = HashMap::new();
+    let mut rewards: HashMap<u8, BTreeMap<i64, (f32, bool)>> = HashMap::new();
     for msg in stream {
         let msg = msg.map_err(|e| Error::dataset(path, format!("corrupt MCAP record: {e}")))?;
         let schema = msg
@@ -223,7 +228,7 @@ pub fn episodes_from_mcap(
                     rewards
                         .entry(r.task_id)
                         .or_default()
-                        .insert(stamp_ns(&r.header.stamp), r.reward);
+                        .insert(stamp_ns(&r.header.stamp), (r.reward, r.success));
                 }
                 Ok(_) => {}
                 Err(_) => stats.malformed += 1,
@@ -237,7 +242,7 @@ pub fn episodes_from_mcap(
             "no /rft/transition messages (rft_msgs/msg/Transition) in the recording",
         ));
     }
-    let mut by_episode: BTreeMap<u64, Vec<(Transition, f32)>> = BTreeMap::new();
+    let mut by_episode: BTreeMap<u64, Vec<(Transition, (f32, bool))>> = BTreeMap::new();
     for t in transitions {
         let at = stamp_ns(&t.next_obs_stamp);
         let r = rewards
@@ -260,7 +265,7 @@ pub fn episodes_from_mcap(
             task_id: first.task_id,
             ..Default::default()
         };
-        for (k, (t, r)) in steps.iter().enumerate() {
+        for (k, (t, (r, success))) in steps.iter().enumerate() {
             if t.obs.len() != od || t.next_obs.len() != od || t.action.len() != ad {
                 return Err(Error::dataset(
                     path,
@@ -285,7 +290,11 @@ pub fn episodes_from_mcap(
             ep.interventions.push(t.intervention);
             ep.safety_overrides.push(t.safety_override);
             ep.obs.push(t.next_obs.clone());
-            ep.terminated = t.done;
+            if *success {
+                ep.terminated = true;
+                stats.after_success += steps.len() - k - 1;
+                break;
+            }
         }
         episodes.push(ep);
     }

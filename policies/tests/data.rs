@@ -303,7 +303,9 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
     let mut ts = Vec::new();
     let mut rs = Vec::new();
     for ep in 0..2u64 {
-        for k in 0..5u32 {
+        // Episode 0 reaches the goal at step 4 (its reward says success); the runner, hearing
+        // of it a tick late, records step 5 and marks that one done.
+        for k in 0..(5 + u32::from(ep == 0)) {
             let t0 = (ep as i64 * 100 + k as i64) * 100_000_000;
             let t1 = t0 + 100_000_000;
             ts.push(Transition {
@@ -318,7 +320,7 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
                 action: vec![0.5],
                 next_obs: vec![k as f32 + 1.0, ep as f32],
                 next_obs_stamp: stamp(t1),
-                done: k == 4 && ep == 0,
+                done: k == 5 && ep == 0,
                 ..Default::default()
             });
             // One reward is missing (ep 1, step 2) and one is marked invalid (ep 1, step 3).
@@ -330,6 +332,7 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
                     },
                     task_id: ep as u8,
                     reward: if k == 4 { 1.0 } else { 0.0 },
+                    success: k == 4 && ep == 0,
                     valid: !(ep == 1 && k == 3),
                     ..Default::default()
                 });
@@ -342,13 +345,16 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
     let p = dir.path().join("run.mcap");
     write_mcap(&p, &ts, &rs, true);
     let (eps, stats) = episodes_from_mcap(&p, 0).unwrap();
-    assert_eq!(stats.transitions, 10);
+    assert_eq!(stats.transitions, 11);
     assert_eq!(stats.malformed, 1);
     assert_eq!(stats.unrewarded, 2, "the missing and the invalid reward");
-    // Episode 0 whole; episode 1 split around its two unrewarded steps.
+    assert_eq!(stats.after_success, 1, "the step after the goal");
+    // Episode 0 up to the step that reached the goal, terminal there; episode 1 split around
+    // its two unrewarded steps, never terminal.
     assert_eq!(eps.len(), 3);
     assert_eq!(eps[0].len(), 5);
     assert!(eps[0].terminated);
+    assert!(!eps[1].terminated && !eps[2].terminated);
     assert_eq!(eps[0].rewards, vec![0.0, 0.0, 0.0, 0.0, 1.0]);
     assert_eq!(
         eps[0].obs.iter().map(|o| o[0]).collect::<Vec<_>>(),
