@@ -185,6 +185,9 @@ pub struct McapDatasetStats {
     pub episodes: usize,
 }
 
+/// A frame's reward and whether it shows success.
+type Scored = (f32, bool);
+
 fn stamp_ns(t: &Time) -> i64 {
     t.sec as i64 * 1_000_000_000 + t.nanosec as i64
 }
@@ -207,7 +210,7 @@ pub fn episodes_from_mcap(
         .map_err(|e| Error::dataset(path, format!("not an MCAP file: {e}")))?;
     let mut stats = McapDatasetStats::default();
     let mut transitions: Vec<Transition> = Vec::new();
-    let mut rewards: HashMap<u8, BTreeMap<i64, (f32, bool)>> = HashMap::new();
+    let mut rewards: HashMap<u8, BTreeMap<i64, Scored>> = HashMap::new();
     for msg in stream {
         let msg = msg.map_err(|e| Error::dataset(path, format!("corrupt MCAP record: {e}")))?;
         let schema = msg
@@ -242,7 +245,7 @@ pub fn episodes_from_mcap(
             "no /rft/transition messages (rft_msgs/msg/Transition) in the recording",
         ));
     }
-    let mut by_episode: BTreeMap<u64, Vec<(Transition, (f32, bool))>> = BTreeMap::new();
+    let mut by_episode: BTreeMap<u64, Vec<(Transition, Scored)>> = BTreeMap::new();
     for t in transitions {
         let at = stamp_ns(&t.next_obs_stamp);
         let r = rewards
