@@ -19,7 +19,8 @@ STD_TYPES = [
     "geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Pose", "geometry_msgs/msg/PoseStamped",
 ]
 RFT_TYPES = [f"rft_msgs/msg/{n}" for n in
-             ["Action", "Transition", "Reward", "PolicyUpdate", "EpisodePhase", "SafetyStatus", "Metric", "Obstacles"]]
+             ["Action", "Transition", "Reward", "PolicyUpdate", "EpisodePhase", "SafetyStatus", "Metric", "Obstacles",
+              "SceneReset"]]
 ALL_TYPES = STD_TYPES + RFT_TYPES
 
 DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,

@@ -247,3 +247,162 @@ fn trained_classifiers_advance_the_schedule_only_on_real_success() {
     let last = idle.poses.last().unwrap().header.stamp.as_nanos();
     assert!(!truly_done(&idle.poses, last, Direction::Forward));
 }
+
+fn eval_launch(duration_s: f64, expert: bool, episodes: usize, max_s: f64) -> String {
+    format!(
+        r#"
+name = "evaluator_graph"
+duration_s = {duration_s}
+[clock]
+kind = "sim"
+executor = "lockstep"
+[[nodes]]
+name = "robot"
+kind = "sim_robot"
+rate_hz = 100
+[nodes.params]
+urdf = "../sim/assets/panda.urdf"
+realtime_factor = 0.0
+lockstep_timeout_ms = 0
+cameras = []
+[[nodes]]
+name = "safety"
+kind = "safety_filter"
+[nodes.params]
+urdf = "../sim/assets/panda.urdf"
+joint_state_rate_hz = 100
+workspace_min = [0.2, -0.5, 0.01]
+workspace_max = [0.8, 0.5, 0.8]
+max_linear_m_s = 0.25
+stale_command_ms = 200
+[[nodes]]
+name = "expert"
+kind = "scripted_expert"
+enabled = {expert}
+params = {{ output = "action" }}
+[[nodes]]
+name = "eval"
+kind = "evaluator"
+params = {{ episodes = {episodes}, max_s = {max_s}, seed = 7, settle_s = 0.0 }}
+"#
+    )
+}
+
+#[test]
+fn the_evaluator_scores_episodes_from_reset_scenes_by_ground_truth() {
+    use rft_msgs::SceneReset;
+    // The scripted expert acts in the policy's place: every episode from a reset scene
+    // succeeds, by the simulator's ground truth, and the evaluator ends the launch itself
+    // long before `duration_s`.
+    let run_eval = |expert: bool, episodes: usize, max_s: f64| {
+        let path = root().join("launch/evaluator_graph.toml");
+        let l = launch::parse(
+            &rft_nodes::registry(),
+            &path,
+            &eval_launch(1000.0, expert, episodes, max_s),
+            &[],
+        )
+        .unwrap();
+        let runs = tempfile::tempdir().unwrap();
+        let prepared = app::prepare_in(&l, None, Some(runs.path().to_path_buf())).unwrap();
+        let dir = prepared.run_dir.clone();
+        let test = prepared.bus.simple_node("observer").unwrap();
+        let q = QueueConfig::drop_oldest(1_000_000);
+        let resets: Subscription<SceneReset> = test.subscribe("/rft/sim/reset", q).unwrap();
+        let poses: Subscription<PoseStamped> = test.subscribe("/rft/object_pose", q).unwrap();
+        let report = app::run(prepared, |_| {}).unwrap();
+        for n in &report.nodes {
+            assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
+        }
+        assert!(
+            report.reason.contains("evaluation done"),
+            "{}",
+            report.reason
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+        let resets: Vec<SceneReset> = resets.drain().iter().map(|r| (**r).clone()).collect();
+        let poses: Vec<PoseStamped> = poses.drain().iter().map(|p| (**p).clone()).collect();
+        (json, resets, poses, runs)
+    };
+
+    let (json, resets, poses, _keep) = run_eval(true, 2, 40.0);
+    let eps = json["episodes"].as_array().unwrap();
+    let plan: Vec<(String, u64)> = eps
+        .iter()
+        .map(|e| {
+            (
+                e["direction"].as_str().unwrap().to_string(),
+                e["seed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        plan,
+        [
+            ("forward".to_string(), 7),
+            ("forward".into(), 8),
+            ("backward".into(), 7),
+            ("backward".into(), 8)
+        ]
+    );
+    // One scene reset per episode, for its seed and direction; right after each, the cube is in
+    // the direction's start region (the simulator did reset).
+    assert_eq!(
+        resets
+            .iter()
+            .map(|r| (r.seed, r.task_id))
+            .collect::<Vec<_>>(),
+        [(7, 0), (8, 0), (7, 1), (8, 1)]
+    );
+    for r in &resets {
+        let t = r.header.stamp.as_nanos();
+        let p = poses
+            .iter()
+            .find(|p| p.header.stamp.as_nanos() > t)
+            .expect("a pose after the reset");
+        let dir = if r.task_id == 0 {
+            Direction::Forward
+        } else {
+            Direction::Backward
+        };
+        let start = TaskKind::Push.regions(dir).0;
+        let xyz = nalgebra::Vector3::new(p.pose.position.x, p.pose.position.y, p.pose.position.z);
+        assert!(
+            start.contains_xy(&xyz),
+            "after reset {r:?} the cube is at {xyz:?}"
+        );
+    }
+    assert!(
+        eps.iter().all(|e| e["success"] == true),
+        "the expert failed an evaluation episode: {eps:?}"
+    );
+    // Each success is the episode's own: pushing the cube across takes the expert seconds (the
+    // previous episode's success, or the scene before its reset, must not count).
+    assert!(
+        eps.iter().all(|e| e["time_s"].as_f64().unwrap() > 3.0),
+        "{eps:?}"
+    );
+    for (rate, want) in json["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["forward", "backward"])
+    {
+        assert_eq!(rate[0], want);
+        assert_eq!(
+            (rate[1]["successes"].as_u64(), rate[1]["trials"].as_u64()),
+            (Some(2), Some(2))
+        );
+    }
+
+    // Nobody acts: every episode runs out its time and fails.
+    let (json, _, _, _keep) = run_eval(false, 1, 2.0);
+    let eps = json["episodes"].as_array().unwrap();
+    assert_eq!(eps.len(), 2);
+    for e in eps {
+        assert_eq!(e["success"], false, "{e}");
+        let t = e["time_s"].as_f64().unwrap();
+        assert!((2.0..2.2).contains(&t), "{e}");
+    }
+}

@@ -107,6 +107,10 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
         "rft_msgs/msg/Obstacles",
         include_str!("../msg/Obstacles.msg"),
     ),
+    (
+        "rft_msgs/msg/SceneReset",
+        include_str!("../msg/SceneReset.msg"),
+    ),
 ];
 
 /// How many elements a field holds.

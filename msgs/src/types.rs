@@ -286,6 +286,14 @@ pub struct EpisodePhase {
     pub reason: String,
 }
 
+/// rft_msgs/SceneReset: a simulator puts the scene where task `task_id` begins, from `seed`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SceneReset {
+    pub header: Header,
+    pub seed: u64,
+    pub task_id: u8,
+}
+
 pub const SAFETY_OK: u8 = 0;
 pub const SAFETY_LIMITING: u8 = 1;
 pub const SAFETY_STOPPING: u8 = 2;
@@ -346,6 +354,7 @@ message!(EpisodePhase, "rft_msgs/msg/EpisodePhase");
 message!(SafetyStatus, "rft_msgs/msg/SafetyStatus");
 message!(Metric, "rft_msgs/msg/Metric");
 message!(Obstacles, "rft_msgs/msg/Obstacles");
+message!(SceneReset, "rft_msgs/msg/SceneReset");
 
 /// Calls `$m!(Type)` for every message type, so a list of all of them lives in one place.
 #[macro_export]
@@ -378,5 +387,6 @@ macro_rules! for_each_message {
         $m!($crate::types::SafetyStatus);
         $m!($crate::types::Metric);
         $m!($crate::types::Obstacles);
+        $m!($crate::types::SceneReset);
     };
 }

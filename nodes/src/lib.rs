@@ -7,6 +7,7 @@
 //! [`registry()`].
 
 mod episode_manager;
+mod evaluator;
 mod joint_sine;
 mod kinematic_arm;
 mod learner;
@@ -20,6 +21,7 @@ mod sim_robot;
 mod test_camera;
 
 pub use episode_manager::{EpisodeLog, EpisodeManager, EpisodeManagerParams};
+pub use evaluator::{EvalReport, EvaluatedEpisode, Evaluator, EvaluatorParams};
 pub use joint_sine::{JointSine, JointSineParams};
 pub use kinematic_arm::{KinematicArm, KinematicArmParams};
 pub use learner::{Learner, LearnerParams, LearnerStats};
@@ -51,4 +53,5 @@ pub fn registry() -> Registry {
         .with::<LearnerParams>()
         .with::<EpisodeManagerParams>()
         .with::<ScriptedExpertParams>()
+        .with::<EvaluatorParams>()
 }

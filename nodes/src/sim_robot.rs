@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rft_config::ConfigError;
 use rft_drivers::{CameraSpec, SimDriver};
 use rft_msgs::{
-    CameraInfo, Float64MultiArray, Header, Image, JointState, Metric, PoseStamped, Time,
+    CameraInfo, Float64MultiArray, Header, Image, JointState, Metric, PoseStamped, SceneReset, Time,
 };
 use rft_sim::{Direction, SimConfig, SimEvent, TaskKind};
 use serde::Deserialize;
@@ -156,6 +156,8 @@ pub struct SimRobotCounts {
     /// Steps on which no command answered the joint state within the lockstep timeout.
     pub lockstep_timeouts: u64,
     pub stale_commands: u64,
+    /// Scenes reset on `/rft/sim/reset`.
+    pub scene_resets: u64,
 }
 
 pub struct SimRobot {
@@ -165,6 +167,7 @@ pub struct SimRobot {
     driver: SimDriver,
     vel: Subscription<Float64MultiArray>,
     grip: Subscription<Float64MultiArray>,
+    reset: Subscription<SceneReset>,
     state: Publisher<JointState>,
     cams: Vec<CameraPubs>,
     object: Publisher<PoseStamped>,
@@ -215,6 +218,7 @@ impl SimRobot {
         Ok(Self {
             vel: bus.subscribe_quiet("/joint_velocity_cmd", QueueConfig::drop_oldest(16))?,
             grip: bus.subscribe_quiet("/gripper_cmd", QueueConfig::latest_only())?,
+            reset: bus.subscribe_quiet("/rft/sim/reset", QueueConfig::latest_only())?,
             state: bus.publisher("/joint_states")?,
             object: bus.publisher("/rft/object_pose")?,
             metric: bus.publisher("/rft/metrics")?,
@@ -235,6 +239,23 @@ impl SimRobot {
 
     pub fn counts(&self) -> SimRobotCounts {
         self.counts
+    }
+
+    /// A scene reset asked on `/rft/sim/reset` (the newest one): the arm near its initial
+    /// posture at rest, the object in the start region of the task asked for.
+    fn apply_reset(&mut self) {
+        let Some(r) = self.reset.latest() else {
+            return;
+        };
+        let dir = if r.task_id == 0 {
+            Direction::Forward
+        } else {
+            Direction::Backward
+        };
+        self.driver.sim_mut().reset_for(r.seed, dir);
+        self.driver.hold();
+        self.counts.scene_resets += 1;
+        tracing::debug!(node = %self.name, seed = r.seed, task = r.task_id, "scene reset");
     }
 
     pub fn driver(&self) -> &SimDriver {
@@ -391,8 +412,10 @@ impl Node for SimRobot {
                 self.log_events(now)?;
             }
             self.lockstep_started = true;
+            self.apply_reset();
             return self.publish(now);
         }
+        self.apply_reset();
         self.publish(now)?;
         self.take_commands(ctx, sim_clock.is_some());
         self.driver.advance(self.period.as_secs_f64());
