@@ -289,3 +289,24 @@ fn the_lockstep_executor_needs_a_sim_clock_and_the_in_process_bus() {
     let l = launch::parse(&rft_nodes::registry(), Path::new("l.toml"), &ok, &[]).unwrap();
     assert_eq!(l.file.clock.executor, launch::ExecutorKind::Lockstep);
 }
+
+#[test]
+fn every_launch_file_the_repository_ships_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let l = launch::parse(&rft_nodes::registry(), &path, &text, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!l.nodes.is_empty(), "{}", path.display());
+            seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    seen.sort();
+    assert!(
+        seen.contains(&"sim_dry_run.toml".to_string()) && seen.contains(&"eval_graph.toml".into()),
+        "{seen:?}"
+    );
+}
