@@ -122,6 +122,10 @@ enum Cmd {
         /// Override a value: `--set nodes.0.rate_hz=20`, `--set bus.kind=zenoh`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// The run directory (`{run_dir}` in node parameters); made if missing. Default: a new
+        /// `runs/<time>-<launch>`.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Run one node of a launch file (multi-process / multi-machine over zenoh).
     Node {
@@ -323,6 +327,13 @@ fn run_launch(
 ) -> anyhow::Result<()> {
     let launch = launch::load(&rft_nodes::registry(), file, set)?;
     let mut dir = run_dir;
+    // `rft launch --run-dir D`: the launch as run goes there, as into a new run directory.
+    if only.is_none()
+        && let Some(d) = &dir
+    {
+        std::fs::write(d.join("launch.toml"), &launch.resolved)
+            .with_context(|| format!("writing {}", d.join("launch.toml").display()))?;
+    }
     let pipeline: Option<PipelineConfig> = launch
         .file
         .pipeline
@@ -333,7 +344,10 @@ fn run_launch(
     if only.is_none()
         && let Some(p) = pipeline.as_ref().filter(|p| p.enabled)
     {
-        let d = app::make_run_dir(&launch, None)?;
+        let d = match dir.take() {
+            Some(d) => d,
+            None => app::make_run_dir(&launch, None)?,
+        };
         println!("run directory: {}", d.display());
         let s = rft_autonomy::pipeline::run(p, &d)?;
         pipeline::print_summary(&s);
@@ -472,7 +486,13 @@ fn run_sim(cmd: SimCmd) -> anyhow::Result<()> {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     match cli.cmd {
-        Cmd::Launch { file, set } => run_launch(&file, &set, None, None),
+        Cmd::Launch { file, set, run_dir } => {
+            if let Some(d) = &run_dir {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("creating run directory {}", d.display()))?;
+            }
+            run_launch(&file, &set, None, run_dir)
+        }
         Cmd::Node {
             name,
             launch,

@@ -202,3 +202,33 @@ fn ping_pong_and_pub_hz_over_a_router_on_loopback() {
     ]);
     assert!(out.contains("average rate: "), "{out}");
 }
+
+#[test]
+fn launch_into_a_given_run_directory_and_the_evaluator_ends_the_run() {
+    // `rft launch --run-dir D`: the launch as run and every `{run_dir}` output land in D. The
+    // evaluation launch with nobody acting (the runner left out): two one-second episodes, both
+    // failures, and the evaluator stops the launch long before `duration_s`.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("given");
+    let (ok, out, err) = rft(&[
+        "launch",
+        "launch/eval_graph.toml",
+        "--run-dir",
+        dir.to_str().unwrap(),
+        "--set",
+        "nodes.2.enabled=false",
+        "--set",
+        "nodes.3.params.episodes=1",
+        "--set",
+        "nodes.3.params.max_s=1.0",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("evaluation done"), "{out}");
+    let launch = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
+    assert!(launch.contains("max_s = 1.0"), "{launch}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    let eps = eval["episodes"].as_array().unwrap();
+    assert_eq!(eps.len(), 2);
+    assert!(eps.iter().all(|e| e["success"] == false), "{eps:?}");
+}
