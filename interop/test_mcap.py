@@ -72,9 +72,15 @@ def test_rft_record_output_reads_back_with_mcap_and_rosbags(typestore, tmp_path)
 
 
 def test_launch_recorder_writes_a_readable_run_directory(typestore, tmp_path):
+    cams = '"/camera/color/image_raw", "/camera/depth/image_raw", "/camera/color/camera_info", "/camera/pose"'
     proc = rft("launch", "launch/sim_dry_run.toml", "--set", "pipeline.enabled=false",
+        # On the wall clock, as on a robot.
+        "--set", 'clock.executor="threads"', "--set", "nodes.0.params.realtime_factor=1.0",
         # The sinusoidal commander instead of the policy loop (no artifacts needed).
         "--set", "nodes.2.enabled=true", *[a for n in (3, 4, 5, 6) for a in ("--set", f"nodes.{n}.enabled=false")],
+        # The camera's topics too (the launch file leaves them out of its recording).
+        "--set", f'nodes.7.params.topics=["/joint_states", "/joint_velocity_cmd", "/gripper_cmd", '
+                 f'"/rft/action", "/rft/safety", {cams}, "/rft/object_pose", "/rft/metrics"]',
         "--set", "duration_s=1.5", "--set", f"runs_dir=\"{tmp_path}\"",
         timeout=60)
     (run_dir,) = list(tmp_path.iterdir())

@@ -178,6 +178,7 @@ def test_a_launch_over_zenoh_lists_one_node_token_per_running_node(peer, tmp_pat
     running = {"robot", "safety", "commander", "recorder"}
     proc = rft_spawn("launch", "launch/sim_dry_run.toml", "--set", "pipeline.enabled=false",
                      "--set", "bus.kind=zenoh", "--set", f'bus.zenoh.connect=["{endpoint}"]',
+                     "--set", 'clock.executor="threads"', "--set", "nodes.0.params.realtime_factor=1.0",
                      # The sinusoidal commander instead of the policy loop (no artifacts needed).
                      "--set", "nodes.2.enabled=true",
                      *[a for n in (3, 4, 5, 6) for a in ("--set", f"nodes.{n}.enabled=false")],

@@ -133,6 +133,10 @@ pub struct EvalStageConfig {
     pub episodes: usize,
     pub seed: u64,
     pub max_s: f64,
+    /// In a launch file: after the node graph has run, evaluate this policy as the fine-tuned
+    /// one (e.g. `{run_dir}/learner/checkpoints`, what the graph's learner left), with the
+    /// pre-trained policy's evaluation beside it. `{run_dir}` is the run directory.
+    pub after_launch: Option<PathBuf>,
 }
 
 impl Default for EvalStageConfig {
@@ -141,6 +145,7 @@ impl Default for EvalStageConfig {
             episodes: 50,
             seed: 5_000_000,
             max_s: 20.0,
+            after_launch: None,
         }
     }
 }
@@ -864,6 +869,45 @@ fn load_agent(p: &Path, dev: &candle_core::Device) -> crate::Result<Agent> {
 pub fn eval_agent(agent: &Agent, cfg: &PipelineConfig) -> crate::Result<[EvalResult; 2]> {
     let mut h = PolicyHandle::new(InferencePolicy::from_agent(agent, 0)?, 0);
     eval_policy(&mut h, cfg)
+}
+
+/// After a launch's node graph: evaluates `cfg.eval.after_launch` (when set, and the eval
+/// stage is on) as the fine-tuned policy, records it in `summary` and rewrites the run's
+/// `summary.json`. Returns whether it evaluated.
+pub fn evaluate_after_launch(
+    cfg: &PipelineConfig,
+    run_dir: &Path,
+    summary: &mut PipelineSummary,
+) -> crate::Result<bool> {
+    let Some(path) = cfg
+        .eval
+        .after_launch
+        .as_ref()
+        .filter(|_| cfg.enabled && cfg.stages.contains(&Stage::Eval))
+    else {
+        return Ok(false);
+    };
+    let text = path.to_string_lossy();
+    let path = match text.strip_prefix("{run_dir}") {
+        Some(rest) => run_dir.join(rest.trim_start_matches('/')),
+        None => path.clone(),
+    };
+    let t = std::time::Instant::now();
+    let mut h = PolicyHandle::new(load_policy(&path)?, 0);
+    let r = eval_policy(&mut h, cfg)?;
+    say(format!(
+        "fine-tuned policy ({}): forward {}, backward {}",
+        path.display(),
+        r[0].rate,
+        r[1].rate
+    ));
+    summary.finetuned = Some(path);
+    summary.final_eval = Some(r);
+    summary
+        .stage_wall_s
+        .push((Stage::Eval, t.elapsed().as_secs_f64()));
+    write_json(&run_dir.join("summary.json"), summary)?;
+    Ok(true)
 }
 
 pub fn eval_policy(h: &mut PolicyHandle, cfg: &PipelineConfig) -> crate::Result<[EvalResult; 2]> {

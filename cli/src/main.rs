@@ -327,6 +327,7 @@ fn run_launch(
 ) -> anyhow::Result<()> {
     let launch = launch::load(&rft_nodes::registry(), file, set)?;
     let mut dir = run_dir;
+    let mut summary = None;
     // `rft launch --run-dir D`: the launch as run goes there, as into a new run directory.
     if only.is_none()
         && let Some(d) = &dir
@@ -354,6 +355,7 @@ fn run_launch(
         if launch.nodes.is_empty() {
             return Ok(());
         }
+        summary = Some(s);
         dir = Some(d);
     }
     let prepared = app::prepare_in(&launch, only, dir)?;
@@ -382,6 +384,12 @@ fn run_launch(
     }
     if let Some(e) = report.nodes.iter().find_map(|n| n.error.as_ref()) {
         bail!("a node failed: {e}");
+    }
+    // The policy the graph fine-tuned, evaluated as the pipeline evaluates.
+    if let (Some(p), Some(s)) = (pipeline.as_ref(), summary.as_mut())
+        && rft_autonomy::pipeline::evaluate_after_launch(p, &run_dir, s)?
+    {
+        pipeline::print_summary(s);
     }
     Ok(())
 }

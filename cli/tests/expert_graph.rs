@@ -209,6 +209,21 @@ fn trained_classifiers_advance_the_schedule_only_on_real_success() {
             && successes.iter().any(|x| x.1 == Direction::Backward),
         "the classifiers must end a forward and a backward episode: {e:?}"
     );
+    // The episode manager's log says the same, row by row.
+    let csv = std::fs::read_to_string(driven.mcap.with_file_name("episodes.csv")).unwrap();
+    let rows: Vec<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2].to_string(), f[3].to_string())
+        })
+        .collect();
+    let want: Vec<(String, String)> = e
+        .iter()
+        .map(|(_, d, r)| (d.name().to_string(), r.clone()))
+        .collect();
+    assert_eq!(rows, want, "{csv}");
     for (t, dir, _) in &successes {
         assert!(
             truly_done(&driven.poses, *t, *dir),

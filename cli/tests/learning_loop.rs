@@ -22,6 +22,8 @@ fn root() -> PathBuf {
 }
 
 const BUDGET: &[&str] = &[
+    // The pipeline's in-process fine-tuning (the launch file fine-tunes in its node graph).
+    "stages=[\"demos\", \"reward\", \"pretrain\", \"finetune\", \"eval\"]",
     "demos.episodes_per_direction=8",
     "reward.episodes=16",
     "reward.steps=300",

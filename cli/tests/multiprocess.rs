@@ -313,6 +313,8 @@ fn rft_node_refuses_an_in_process_bus_and_unknown_names() {
             "launch/sim_dry_run.toml",
             "--set",
             "bus.kind=zenoh",
+            "--set",
+            "clock.executor=\"threads\"",
         ])
         .output()
         .unwrap();

@@ -92,6 +92,11 @@ fn ctrl_c_stops_a_launch_within_one_second() {
             "launch/sim_dry_run.toml",
             "--set",
             "pipeline.enabled=false",
+            // On the wall clock, as on a robot.
+            "--set",
+            "clock.executor=\"threads\"",
+            "--set",
+            "nodes.0.params.realtime_factor=1.0",
             // The sinusoidal commander instead of the policy loop (no artifacts needed).
             "--set",
             "nodes.2.enabled=true",

@@ -45,6 +45,14 @@ pub struct EpisodeManagerParams {
     /// Seconds between repeats of the current phase.
     #[serde(default = "default_republish")]
     pub republish_s: f64,
+    /// Every episode's end (time, episode, direction, reason, human resets so far), written as
+    /// it happens.
+    #[serde(default = "default_episodes_csv")]
+    pub episodes_csv: Option<PathBuf>,
+}
+
+fn default_episodes_csv() -> Option<PathBuf> {
+    Some(PathBuf::from("{run_dir}/episodes.csv"))
 }
 
 fn default_schedule() -> ScheduleConfig {
@@ -121,6 +129,7 @@ pub struct EpisodeManager {
     last_obj: Option<std::sync::Arc<PoseStamped>>,
     last_published_s: f64,
     log: std::sync::Arc<std::sync::Mutex<EpisodeLog>>,
+    csv: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl EpisodeManager {
@@ -139,7 +148,24 @@ impl EpisodeManager {
             default_finger_max(),
         )?;
         let latest = QueueConfig::latest_only();
+        let csv = match &p.episodes_csv {
+            Some(path) => match std::fs::File::create(path).and_then(|f| {
+                use std::io::Write;
+                let mut w = std::io::BufWriter::new(f);
+                writeln!(w, "time_s,episode,direction,reason,human_resets")?;
+                Ok(w)
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    // The schedule runs without its log rather than not at all.
+                    tracing::warn!(node = %name, path = %path.display(), error = %e, "episodes.csv cannot be written");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Self {
+            csv,
             fk,
             schedule: None,
             rewards: bus.subscribe_quiet("/rft/reward", QueueConfig::drop_oldest(256))?,
@@ -239,6 +265,22 @@ impl Node for EpisodeManager {
             log.paused = false;
             drop(log);
             tracing::info!(node = %self.name, episode = before.0, reason = reason.name(), next = dir.name(), "episode ended");
+            if let Some(csv) = self.csv.as_mut() {
+                use std::io::Write;
+                let row = writeln!(
+                    csv,
+                    "{:.2},{},{},{},{resets}",
+                    now_s,
+                    before.0,
+                    dir.reverse().name(),
+                    reason.name()
+                )
+                .and_then(|()| csv.flush());
+                if let Err(e) = row {
+                    tracing::warn!(node = %self.name, error = %e, "episodes.csv: not written; no more rows");
+                    self.csv = None;
+                }
+            }
             self.metric.publish(Metric {
                 header: Header {
                     stamp: ctx.now,
@@ -267,6 +309,9 @@ impl Node for EpisodeManager {
     }
 
     fn shutdown(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let successes = log.ended.iter().filter(|e| e.2 == "success").count();
+        tracing::info!(node = %self.name, episodes = log.ended.len(), successes, human_resets = log.human_resets, "episodes");
         self.publish_phase(ctx, PHASE_STOPPED)
     }
 }
@@ -276,7 +321,9 @@ impl NodeKind for EpisodeManagerParams {
     const DEFAULT_RATE_HZ: f64 = 10.0;
 
     fn paths(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.urdf]
+        let mut v = vec![&mut self.urdf];
+        v.extend(self.episodes_csv.as_mut());
+        v
     }
 
     fn validate(&self) -> rft_config::Result<()> {
