@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn every_type_has_a_hash_and_a_schema() {
-        assert_eq!(all().len(), 27);
+        assert_eq!(all().len(), 28);
         for t in all() {
             assert!(
                 t.hash.starts_with("RIHS01_") && t.hash.len() == 71,
