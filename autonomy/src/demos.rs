@@ -90,6 +90,16 @@ pub fn task_id(dir: Direction) -> u8 {
     }
 }
 
+/// The direction a task id names (0 forward, anything else backward), as `/rft/phase` and
+/// `/rft/sim/reset` carry it.
+pub fn direction_of(task_id: u8) -> Direction {
+    if task_id == 0 {
+        Direction::Forward
+    } else {
+        Direction::Backward
+    }
+}
+
 /// Demos for both directions, forward ones first. `progress(i, n)` after each.
 pub fn collect(
     plant_cfg: &PlantConfig,

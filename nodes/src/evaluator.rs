@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rft_autonomy::demos::task_id;
 use rft_autonomy::eval::Rate;
 use rft_msgs::{EpisodePhase, Header, Metric, PHASE_RUNNING, PHASE_STOPPED, SceneReset};
 use rft_sim::{Direction, TaskKind};
@@ -149,7 +150,9 @@ pub struct Evaluator {
     reset: Publisher<SceneReset>,
     phase: Publisher<EpisodePhase>,
     state: State,
-    /// The newest ground-truth success per direction: (stamp ns, success).
+    /// The simulator's ground-truth success metric per task id (`sim/<task>/<dir>/success`).
+    truth_names: [String; 2],
+    /// The newest ground-truth success per task id: (stamp ns, success).
     truth: [Option<(i64, bool)>; 2],
     episode_id: u64,
     report: Arc<Mutex<EvalReport>>,
@@ -172,6 +175,8 @@ impl Evaluator {
             reset: bus.publisher("/rft/sim/reset")?,
             phase: bus.publisher("/rft/phase")?,
             state: State::Next(0),
+            truth_names: [Direction::Forward, Direction::Backward]
+                .map(|d| format!("sim/{}/{}/success", p.task.name(), d.name())),
             truth: [None, None],
             episode_id: 0,
             report: Arc::new(Mutex::new(EvalReport::default())),
@@ -236,10 +241,6 @@ impl Evaluator {
     }
 }
 
-fn task_id(d: Direction) -> u8 {
-    rft_autonomy::demos::task_id(d)
-}
-
 impl Node for Evaluator {
     fn name(&self) -> &str {
         &self.name
@@ -249,13 +250,9 @@ impl Node for Evaluator {
     }
 
     fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
-        let task = self.p.task.name();
         for m in self.metrics.drain() {
-            for d in Direction::ALL {
-                if m.name == format!("sim/{task}/{}/success", d.name()) {
-                    self.truth[usize::from(task_id(d))] =
-                        Some((m.header.stamp.as_nanos(), m.value > 0.5));
-                }
+            if let Some(k) = self.truth_names.iter().position(|n| *n == m.name) {
+                self.truth[k] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
             }
         }
         let now = ctx.now.as_nanos();

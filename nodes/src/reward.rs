@@ -22,7 +22,7 @@ use rft_rewards::keypoints::{
 use rft_rewards::vlm::{VlmClient, VlmConfig};
 use rft_rewards::{CnnClassifier, Debouncer, ImageRef, SuccessClassifier};
 use rft_safety::kinematics::Chain;
-use rft_sim::{Direction, TaskKind};
+use rft_sim::TaskKind;
 use serde::Deserialize;
 
 use crate::robot_state::iso;
@@ -396,11 +396,7 @@ impl RewardNode {
             }
             KeypointSpec::Sim { task, cube_half_m } => {
                 let cube = self.object()?.coords;
-                let dir = if self.task_id == 0 {
-                    Direction::Forward
-                } else {
-                    Direction::Backward
-                };
+                let dir = rft_autonomy::demos::direction_of(self.task_id);
                 let (_, to) = task.regions(dir);
                 let goal = to.rest_point(cube_half_m);
                 let u = (goal - cube).xy().try_normalize(1e-9)?;

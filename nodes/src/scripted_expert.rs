@@ -13,11 +13,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rft_autonomy::demos::direction_of;
 use rft_msgs::{
     Action, EpisodePhase, Header, JointState, PHASE_RUNNING, PoseStamped, Twist, Vector3 as V3,
 };
+use rft_sim::TaskKind;
 use rft_sim::expert::{Expert, ExpertObs, expert_for};
-use rft_sim::{Direction, TaskKind};
 use serde::Deserialize;
 
 use crate::policy_runner::{default_finger_max, default_fingers};
@@ -95,15 +96,6 @@ impl ScriptedExpertParams {
             "max_obs_age_ms",
             || format!("{} must be positive", self.max_obs_age_ms),
         )
-    }
-}
-
-/// The direction a `/rft/phase` task id names (0 forward, 1 backward).
-fn direction(task_id: u8) -> Direction {
-    if task_id == 0 {
-        Direction::Forward
-    } else {
-        Direction::Backward
     }
 }
 
@@ -209,7 +201,7 @@ impl Node for ScriptedExpert {
             .is_none_or(|(e, t, _)| *e != episode || *t != task)
         {
             tracing::debug!(node = %self.name, episode, task, "new expert");
-            self.expert = Some((episode, task, expert_for(self.p.task, direction(task))));
+            self.expert = Some((episode, task, expert_for(self.p.task, direction_of(task))));
         }
         let Some((_, _, expert)) = self.expert.as_mut() else {
             return Ok(());

@@ -247,11 +247,7 @@ impl SimRobot {
         let Some(r) = self.reset.latest() else {
             return;
         };
-        let dir = if r.task_id == 0 {
-            Direction::Forward
-        } else {
-            Direction::Backward
-        };
+        let dir = rft_autonomy::demos::direction_of(r.task_id);
         self.driver.sim_mut().reset_for(r.seed, dir);
         self.driver.hold();
         self.counts.scene_resets += 1;
