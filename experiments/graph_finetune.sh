@@ -16,7 +16,7 @@
 set -euo pipefail
 run=$(realpath "$1"); seed=${2:-0}; secs=${3:-400}
 root=$(cd "$(dirname "$0")/.." && pwd)
-rft="$root/target/release/rft"
+rft=${RFT:-$root/target/release/rft}
 [ -x "$rft" ] || (cd "$root" && cargo build --release -q)
 out="$run/graph-finetune-s$seed"
 mkdir -p "$out"

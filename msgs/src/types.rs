@@ -284,6 +284,10 @@ pub struct EpisodePhase {
     pub task_id: u8,
     pub phase: u8,
     pub reason: String,
+    /// While switching: the joints go back to the home posture too.
+    pub home_posture: bool,
+    /// Above 0: the runner acts with this exploration noise in this episode (stall escape).
+    pub explore_std: f64,
 }
 
 /// rft_msgs/SceneReset: a simulator puts the scene where task `task_id` begins, from `seed`.

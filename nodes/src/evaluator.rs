@@ -204,6 +204,7 @@ impl Evaluator {
             task_id,
             phase,
             reason: reason.into(),
+            ..Default::default()
         })
     }
 

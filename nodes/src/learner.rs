@@ -64,6 +64,12 @@ pub struct LearnerParams {
     /// At most this many update rounds per tick (and never more rounds than transitions).
     #[serde(default = "default_rounds")]
     pub max_rounds_per_tick: usize,
+    /// The reward of an episode's last step when the episode manager confirmed the episode a
+    /// success only on its second look with the arm home (`success_at_home`: the runner marks
+    /// that step `done` while its frame was not called a success). The reward node's
+    /// `fusion.success_reward`.
+    #[serde(default = "default_confirmed_reward")]
+    pub confirmed_reward: f32,
     #[serde(default)]
     pub seed: u64,
 }
@@ -92,6 +98,12 @@ fn default_tolerance() -> f64 {
 fn default_wait() -> f64 {
     2000.0
 }
+fn default_confirmed_reward() -> f32 {
+    1.0
+}
+/// Rewards are kept at least this long (node clock) after the newest one: an episode's last
+/// step is published only once the arm is home again, seconds after its frame was scored.
+const KEEP_REWARDS_NS: i64 = 30_000_000_000;
 fn default_rounds() -> usize {
     4
 }
@@ -114,7 +126,11 @@ impl LearnerParams {
                 format!("{v} must be positive")
             })?;
         }
-        Ok(())
+        check(
+            self.confirmed_reward.is_finite(),
+            "confirmed_reward",
+            || format!("{} must be finite", self.confirmed_reward),
+        )
     }
 }
 
@@ -318,14 +334,21 @@ impl Learner {
                     // Terminal when the classifier calls the next frame a success: that is
                     // the step that reached the goal. (The runner learns of the success only
                     // at its next tick, so its `done` marks the step after; that one only ends
-                    // the episode.)
+                    // the episode.) An episode confirmed a success with the arm home ends
+                    // with a `done` step whose frame was not: a success all the same.
+                    let confirmed = t.done && !success;
+                    let reward = if confirmed {
+                        reward + self.p.confirmed_reward
+                    } else {
+                        reward
+                    };
                     let promoted = self.learner.promoted();
                     let pushed = self.learner.push(&TransitionIn {
                         obs: &t.obs,
                         action: &t.action,
                         reward,
                         next_obs: &t.next_obs,
-                        terminated: success,
+                        terminated: success || t.done,
                         episode_end: success || t.done || t.truncated,
                         task_id: t.task_id,
                         intervention: t.intervention,
@@ -370,7 +393,7 @@ impl Learner {
             .waiting
             .front()
             .map_or(i64::MAX, |w| w.t.next_obs_stamp.as_nanos() - tol);
-        let keep_from = keep_from.min(newest.unwrap_or(i64::MAX) - tol);
+        let keep_from = keep_from.min(newest.unwrap_or(i64::MAX) - tol.max(KEEP_REWARDS_NS));
         self.scored = self.scored.split_off(&keep_from);
         Ok(())
     }

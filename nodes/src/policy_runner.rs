@@ -6,15 +6,19 @@
 //! is counted and dropped and the runner keeps acting on the weights it has.
 //!
 //! While the episode manager pauses for a human reset (or stops), the runner commands zero
-//! motion and records no transitions.
+//! motion and records no transitions. While the arm goes home between two episodes
+//! (`switching`; the safety filter moves it) the runner is silent; the episode's last step
+//! keeps the observation at the episode's end and is published once the next episode starts,
+//! when its outcome is final (`done` for `success` and `success_at_home`). A phase that asks
+//! for exploration noise (the episode manager's stall escape) overrides `explore_std`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rft_msgs::{
-    Action, EpisodePhase, Header, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_STOPPED, PolicyUpdate,
-    PoseStamped, Time, Transition, Twist, Vector3 as V3,
+    Action, EpisodePhase, Header, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_STOPPED,
+    PHASE_SWITCHING, PolicyUpdate, PoseStamped, Time, Transition, Twist, Vector3 as V3,
 };
 use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle};
 use serde::Deserialize;
@@ -71,6 +75,10 @@ pub struct PolicyRunnerParams {
     pub teleop_timeout_ms: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Ends the launch once this many steps were taken (the policy's or a person's; 0: no
+    /// limit): a step budget independent of the time spent homing or paused.
+    #[serde(default)]
+    pub max_steps: u64,
 }
 
 fn default_teleop_ms() -> f64 {
@@ -150,6 +158,8 @@ pub struct RunnerStats {
     /// Ticks without a fresh, synchronised observation (nothing published).
     pub stale_obs: u64,
     pub paused_ticks: u64,
+    /// Ticks spent while the arm went home between two episodes.
+    pub switching_ticks: u64,
     /// Steps driven from `/rft/teleop` (recorded as interventions).
     pub teleop_steps: u64,
     pub swaps: u64,
@@ -172,6 +182,9 @@ struct Pending {
     step: u32,
     version: u64,
     intervention: bool,
+    /// The observation that followed, when it was taken before the step could be published
+    /// (the episode ended and the arm went home first).
+    next: Option<([f32; STATE_OBS_DIM], Time)>,
 }
 
 pub struct PolicyRunner {
@@ -386,10 +399,10 @@ impl Node for PolicyRunner {
         if let Some(t) = self.teleop.latest() {
             self.last_teleop = Some((t, ctx.now.as_nanos()));
         }
-        let (task, episode, phase) = self
-            .last_phase
-            .as_ref()
-            .map_or((0, 0, 0), |p| (p.task_id, p.episode_id, p.phase));
+        let (task, episode, phase, phase_std) =
+            self.last_phase.as_ref().map_or((0, 0, 0, 0.0), |p| {
+                (p.task_id, p.episode_id, p.phase, p.explore_std)
+            });
         // A fresh, synchronised observation.
         let t0 = Instant::now();
         let max_age = (self.p.max_obs_age_ms * 1e6) as i64;
@@ -429,6 +442,13 @@ impl Node for PolicyRunner {
             self.with_stats(|s| s.paused_ticks += 1);
             return Ok(());
         }
+        if phase == PHASE_SWITCHING {
+            if let Some(p) = self.pending.as_mut() {
+                p.next.get_or_insert((obs, stamp));
+            }
+            self.with_stats(|s| s.switching_ticks += 1);
+            return Ok(());
+        }
         // The previous step's transition, now that its next observation is here.
         if let Some(prev) = self.pending.take() {
             let ended = prev.episode != episode;
@@ -436,7 +456,8 @@ impl Node for PolicyRunner {
                 && self
                     .last_phase
                     .as_ref()
-                    .is_some_and(|p| p.reason == "success");
+                    .is_some_and(|p| matches!(p.reason.as_str(), "success" | "success_at_home"));
+            let (next_obs, next_obs_stamp) = prev.next.unwrap_or((obs, stamp));
             self.transition_out.publish(Transition {
                 header: Header {
                     stamp: prev.stamp,
@@ -447,8 +468,8 @@ impl Node for PolicyRunner {
                 step: prev.step,
                 obs: prev.obs.to_vec(),
                 action: prev.action.to_vec(),
-                next_obs: obs.to_vec(),
-                next_obs_stamp: stamp,
+                next_obs: next_obs.to_vec(),
+                next_obs_stamp,
                 done: success,
                 truncated: ended && !success,
                 intervention: prev.intervention,
@@ -481,14 +502,19 @@ impl Node for PolicyRunner {
             self.with_stats(|s| s.teleop_steps += 1);
             true
         } else if let Some(policy) = &mut self.policy {
-            if self.p.explore_std > 0.0 {
+            let explore_std = if phase_std > 0.0 {
+                phase_std
+            } else {
+                self.p.explore_std
+            };
+            if explore_std > 0.0 {
                 use rand::Rng;
                 policy
                     .act(&obs, task, None, ActMode::Deterministic, &mut a)
                     .map_err(|e| Error::node(&self.name, e))?;
                 for x in &mut a {
                     let n: f64 = self.rng.sample(rand_distr::StandardNormal);
-                    *x = (*x + (self.p.explore_std * n) as f32).clamp(-1.0, 1.0);
+                    *x = (*x + (explore_std * n) as f32).clamp(-1.0, 1.0);
                 }
             } else {
                 policy
@@ -513,11 +539,17 @@ impl Node for PolicyRunner {
             step,
             version: self.version(),
             intervention,
+            next: None,
         });
-        self.with_stats(|s| {
+        let taken = self.with_stats(|s| {
             s.actions += 1;
             s.obs_to_action_us.push(us);
+            s.actions
         });
+        if self.p.max_steps > 0 && taken == self.p.max_steps {
+            tracing::info!(node = %self.name, steps = taken, "step budget reached");
+            ctx.request_shutdown("the policy runner's step budget (max_steps) is reached");
+        }
         Ok(())
     }
 }

@@ -8,6 +8,12 @@
 //! Float64MultiArray, joints in URDF chain order) and `/gripper_cmd`. `/rft/safety` carries the
 //! state, the reason of any stop, the active constraints and their class-K gains α.
 //!
+//! Between two episodes (`/rft/phase` switching) it moves the arm home itself, through the
+//! same QP (`homing` in the parameters; a fresh teleop command still wins), and says on
+//! `/rft/at_home` (std_msgs/Bool, every control step while switching) whether home is reached.
+//! Each status period it publishes on `/rft/metrics` how many control steps it ran and how many
+//! of them it overrode (the QP changed the commanded joint velocity noticeably).
+//!
 //! Stale joint states or commands, NaN/Inf, an infeasible QP or a solver error each bring the
 //! arm to rest with a bounded deceleration, and motion resumes only on a fresh command after
 //! the fault has cleared; the e-stop latches until released (see `rft_safety::watchdog`). The
@@ -20,10 +26,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nalgebra::{Point3, Vector6};
+use nalgebra::{Point3, Vector3, Vector6};
 use rft_msgs::{
-    Action, Bool, Float64MultiArray, Header, JointState, Obstacles, SAFETY_ESTOP, SAFETY_LIMITING,
-    SAFETY_OK, SAFETY_STOPPED, SAFETY_STOPPING, SafetyStatus,
+    Action, Bool, EpisodePhase, Float64MultiArray, Header, JointState, Metric, Obstacles,
+    PHASE_SWITCHING, SAFETY_ESTOP, SAFETY_LIMITING, SAFETY_OK, SAFETY_STOPPED, SAFETY_STOPPING,
+    SafetyStatus,
 };
 use rft_safety::SafetyConfig;
 use rft_safety::cbf::{CbfFilter, FilterReport};
@@ -66,6 +73,11 @@ pub struct SafetyCounts {
     pub qp_failures: u64,
     /// Steps driven by `/rft/teleop`.
     pub teleop_steps: u64,
+    /// Control steps run (a command filtered), and those the QP overrode.
+    pub control_steps: u64,
+    pub overridden_steps: u64,
+    /// Control steps spent moving the arm home between episodes.
+    pub homing_steps: u64,
 }
 
 pub struct SafetyFilter {
@@ -85,6 +97,13 @@ pub struct SafetyFilter {
     teleop: Subscription<Action>,
     estop: Subscription<Bool>,
     obstacles: Subscription<Obstacles>,
+    phase: Subscription<EpisodePhase>,
+    /// While the episode manager asks for the arm home: whether with the posture.
+    homing: Option<bool>,
+    /// The home posture and the tool's position there (set on the first joint state).
+    home: Option<(Vec<f64>, Vector3<f64>)>,
+    at_home: Publisher<Bool>,
+    metrics: Publisher<Metric>,
     cmd: Publisher<Float64MultiArray>,
     gripper: Publisher<Float64MultiArray>,
     status: Publisher<SafetyStatus>,
@@ -130,6 +149,11 @@ impl SafetyFilter {
             teleop: bus.subscribe_quiet("/rft/teleop", QueueConfig::latest_only())?,
             estop: bus.subscribe("/rft/estop", QueueConfig::drop_oldest(64))?,
             obstacles: bus.subscribe_quiet("/rft/obstacles", QueueConfig::latest_only())?,
+            phase: bus.subscribe_quiet("/rft/phase", QueueConfig::latest_only())?,
+            homing: None,
+            home: None,
+            at_home: bus.publisher("/rft/at_home")?,
+            metrics: bus.publisher("/rft/metrics")?,
             cmd: bus.publisher("/joint_velocity_cmd")?,
             gripper: bus.publisher("/gripper_cmd")?,
             status: bus.publisher("/rft/safety")?,
@@ -266,11 +290,44 @@ impl SafetyFilter {
         if self.filter.is_none() && self.q.iter().all(|v| v.is_finite()) {
             self.filter = Some(self.build_at(&self.q.clone())?);
         }
+        if self.home.is_none()
+            && let Some((filter, _)) = &self.filter
+            && self.q.iter().all(|v| v.is_finite())
+        {
+            let posture = self
+                .p
+                .homing
+                .posture
+                .clone()
+                .unwrap_or_else(|| self.q.clone());
+            let at = filter.chain().base_from_tip(&posture).translation.vector;
+            self.home = Some((posture, at));
+        }
+        if let Some(ph) = self.phase.latest() {
+            self.homing = (ph.phase == PHASE_SWITCHING).then_some(ph.home_posture);
+        }
         self.poll_inputs(now);
         let command = self.command(now);
         let mut twist = Vector6::zeros();
         let mut gripper = None;
-        if let Some((t, a, teleop)) = &command {
+        // Between episodes the filter drives the arm home unless a person is driving.
+        let homing = self
+            .homing
+            .filter(|_| !matches!(command, Some((_, _, true))));
+        let mut joint_reference = false;
+        if let Some(posture) = homing {
+            let (tool, direct, at_home) = self.homing_command(posture);
+            twist.fixed_rows_mut::<3>(0).copy_from(&tool);
+            if let Some(u) = direct {
+                self.u_ref.copy_from_slice(&u);
+                joint_reference = true;
+            }
+            // The filter's own command is always fresh.
+            let raw = [tool.x, tool.y, tool.z, 0.0, 0.0, 0.0, 0.0];
+            self.watchdog.on_command(now, &raw);
+            self.counts.homing_steps += 1;
+            self.at_home.publish(Bool { data: at_home })?;
+        } else if let Some((t, a, teleop)) = &command {
             let tw = &a.twist;
             let raw = [
                 tw.linear.x,
@@ -302,12 +359,20 @@ impl SafetyFilter {
         if mode == Mode::Run
             && let Some((filter, ik)) = &mut self.filter
         {
-            ik.solve(filter.chain(), &self.q, &twist, &mut self.u_ref);
+            if !joint_reference {
+                ik.solve(filter.chain(), &self.q, &twist, &mut self.u_ref);
+            }
             let t0 = Instant::now();
             let res = filter.filter(&self.q, &self.u_prev, &self.u_ref, &mut self.u);
             self.qp_time_us = t0.elapsed().as_secs_f32() * 1e6;
             match res {
-                Ok(report) => self.last_report = Some(report),
+                Ok(report) => {
+                    self.last_report = Some(report);
+                    self.counts.control_steps += 1;
+                    if overridden(&self.u, &self.u_ref) {
+                        self.counts.overridden_steps += 1;
+                    }
+                }
                 Err(e) => {
                     self.counts.qp_failures += 1;
                     tracing::warn!(node = %self.name, error = %e, "QP failed: stopping");
@@ -323,6 +388,28 @@ impl SafetyFilter {
         }
         self.last_mode = mode;
         self.publish(ctx, if mode == Mode::Run { gripper } else { None })
+    }
+
+    /// The homing move at the current joint state: the tool's linear velocity, or joint
+    /// velocities for the posture move, and whether home is reached (with the posture: and
+    /// the arm at rest there).
+    fn homing_command(&mut self, posture: bool) -> (Vector3<f64>, Option<Vec<f64>>, bool) {
+        let (Some((filter, _)), Some((home_q, home_p))) = (&self.filter, &self.home) else {
+            return (Vector3::zeros(), None, false);
+        };
+        let h = &self.p.homing;
+        let tcp = filter.chain().base_from_tip(&self.q).translation.vector;
+        if (tcp - home_p).norm() >= h.tolerance_m {
+            return (h.tool_velocity(&tcp, home_p), None, false);
+        }
+        if posture && !h.at_posture(&self.q, home_q) {
+            let mut u = vec![0.0; self.q.len()];
+            h.joint_velocity(&self.q, home_q, &mut u);
+            return (Vector3::zeros(), Some(u), false);
+        }
+        // With the posture the arm comes to rest there; the tool alone is home on arrival.
+        let rest = !posture || self.qd.iter().all(|v| v.abs() < h.rest_rad_s);
+        (Vector3::zeros(), None, rest)
     }
 
     fn build_at(&self, q: &[f64]) -> Result<(CbfFilter, DiffIk)> {
@@ -364,6 +451,17 @@ impl SafetyFilter {
         }
         self.last_status_ns = Some(now);
         self.last_status_state = state;
+        for (name, value) in [
+            ("control_steps", self.counts.control_steps),
+            ("overridden_steps", self.counts.overridden_steps),
+        ] {
+            self.metrics.publish(Metric {
+                header: Header::at(ctx.now),
+                source: self.name.clone(),
+                name: name.into(),
+                value: value as f64,
+            })?;
+        }
         let (active, alpha) = match &self.filter {
             Some((f, _)) if self.last_mode == Mode::Run => {
                 let active: Vec<String> =
@@ -395,6 +493,19 @@ impl SafetyFilter {
                 .map_or(f32::INFINITY, |r| r.min_clearance_m as f32),
         })
     }
+}
+
+/// Whether the QP changed the commanded joint velocity `u_ref` noticeably (more than 0.05 rad/s
+/// plus 20 % of the command's largest joint speed), as the episode manager's
+/// `posture_reset_overridden` counts it.
+pub fn overridden(u: &[f64], u_ref: &[f64]) -> bool {
+    let diff = u
+        .iter()
+        .zip(u_ref)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let scale = u_ref.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    diff > 0.05 + 0.2 * scale
 }
 
 impl Node for SafetyFilter {

@@ -9,6 +9,11 @@
 //! filter's reply; after a timeout it runs free until a command arrives again), advances physics
 //! and moves the clock to `t + period`.
 //! `realtime_factor` paces that against the wall clock (1 = real time, 0 = as fast as possible).
+//!
+//! With `operator_reset_s` > 0 it also plays the operator of a reset-free run: that long after
+//! the episode manager pauses for a human reset, it puts the scene back for the forward task
+//! (seeded) and reports it on `/rft/human_reset`, where a person would. Every such reset is
+//! still counted as a human reset.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +21,8 @@ use std::time::{Duration, Instant};
 use rft_config::ConfigError;
 use rft_drivers::{CameraSpec, SimDriver};
 use rft_msgs::{
-    CameraInfo, Float64MultiArray, Header, Image, JointState, Metric, PoseStamped, SceneReset, Time,
+    Bool, CameraInfo, EpisodePhase, Float64MultiArray, Header, Image, JointState, Metric,
+    PHASE_PAUSED_FOR_HUMAN, PoseStamped, SceneReset, Time,
 };
 use rft_sim::{Direction, SimConfig, SimEvent, TaskKind};
 use serde::Deserialize;
@@ -64,6 +70,11 @@ pub struct SimRobotParams {
     /// Rate of `/rft/object_pose` and the ground-truth metrics.
     #[serde(default = "default_truth_hz")]
     pub ground_truth_rate_hz: f64,
+    /// Above 0: a simulated operator resets the scene this many simulated seconds after the
+    /// episode manager pauses for a human (0: nobody comes; publish true on
+    /// `/rft/human_reset` yourself).
+    #[serde(default)]
+    pub operator_reset_s: f64,
 }
 
 fn default_task() -> TaskKind {
@@ -112,6 +123,7 @@ impl SimRobotParams {
         for (key, v) in [
             ("lockstep_timeout_ms", self.lockstep_timeout_ms),
             ("command_timeout_ms", self.command_timeout_ms),
+            ("operator_reset_s", self.operator_reset_s),
         ] {
             check(v.is_finite() && v >= 0.0, key, || {
                 format!("{v} must be ≥ 0")
@@ -158,6 +170,8 @@ pub struct SimRobotCounts {
     pub stale_commands: u64,
     /// Scenes reset on `/rft/sim/reset`.
     pub scene_resets: u64,
+    /// Scenes the simulated operator put back after a pause for a human (`operator_reset_s`).
+    pub operator_resets: u64,
 }
 
 pub struct SimRobot {
@@ -168,6 +182,10 @@ pub struct SimRobot {
     vel: Subscription<Float64MultiArray>,
     grip: Subscription<Float64MultiArray>,
     reset: Subscription<SceneReset>,
+    phase: Subscription<EpisodePhase>,
+    /// Since when the loop has been paused for a human (the simulated operator's clock).
+    paused_since_ns: Option<i64>,
+    human_reset: Publisher<Bool>,
     state: Publisher<JointState>,
     cams: Vec<CameraPubs>,
     object: Publisher<PoseStamped>,
@@ -219,6 +237,9 @@ impl SimRobot {
             vel: bus.subscribe_quiet("/joint_velocity_cmd", QueueConfig::drop_oldest(16))?,
             grip: bus.subscribe_quiet("/gripper_cmd", QueueConfig::latest_only())?,
             reset: bus.subscribe_quiet("/rft/sim/reset", QueueConfig::latest_only())?,
+            phase: bus.subscribe_quiet("/rft/phase", QueueConfig::latest_only())?,
+            paused_since_ns: None,
+            human_reset: bus.publisher("/rft/human_reset")?,
             state: bus.publisher("/joint_states")?,
             object: bus.publisher("/rft/object_pose")?,
             metric: bus.publisher("/rft/metrics")?,
@@ -252,6 +273,34 @@ impl SimRobot {
         self.driver.hold();
         self.counts.scene_resets += 1;
         tracing::debug!(node = %self.name, seed = r.seed, task = r.task_id, "scene reset");
+    }
+
+    /// The simulated operator (`operator_reset_s`): puts the scene back for the forward task
+    /// once the loop has waited long enough for a human.
+    fn operator(&mut self, now_ns: i64) -> Result<()> {
+        if self.p.operator_reset_s <= 0.0 {
+            return Ok(());
+        }
+        if let Some(ph) = self.phase.latest() {
+            self.paused_since_ns = (ph.phase == PHASE_PAUSED_FOR_HUMAN)
+                .then(|| self.paused_since_ns.unwrap_or(now_ns));
+        }
+        let Some(since) = self.paused_since_ns else {
+            return Ok(());
+        };
+        if now_ns - since < ns(self.p.operator_reset_s) {
+            return Ok(());
+        }
+        self.counts.operator_resets += 1;
+        let seed = self
+            .p
+            .seed
+            .wrapping_add(1_000_000 + self.counts.operator_resets);
+        self.driver.sim_mut().reset_for(seed, Direction::Forward);
+        self.driver.hold();
+        self.paused_since_ns = None;
+        tracing::info!(node = %self.name, resets = self.counts.operator_resets, "simulated operator: scene put back for the forward task");
+        self.human_reset.publish(Bool { data: true })
     }
 
     pub fn driver(&self) -> &SimDriver {
@@ -409,9 +458,11 @@ impl Node for SimRobot {
             }
             self.lockstep_started = true;
             self.apply_reset();
+            self.operator(t)?;
             return self.publish(now);
         }
         self.apply_reset();
+        self.operator(t)?;
         self.publish(now)?;
         self.take_commands(ctx, sim_clock.is_some());
         self.driver.advance(self.period.as_secs_f64());

@@ -83,12 +83,19 @@ recipe = {{ publish_every = 2, offline_ratio = 0.0 }}
 }
 
 fn parse(a: &Artifacts, duration_s: f64) -> launch::Launch {
+    parse_with(a, duration_s, &[])
+}
+
+/// The test launch with `--set KEY=VALUE` overrides (nodes: 0 robot, 1 safety, 2 policy,
+/// 3 reward, 4 episodes, 5 learner).
+fn parse_with(a: &Artifacts, duration_s: f64, sets: &[&str]) -> launch::Launch {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     launch::parse(
         &rft_nodes::registry(),
         &path,
         &launch_text(a, duration_s),
-        &[],
+        &sets,
     )
     .unwrap()
 }
@@ -195,7 +202,7 @@ struct Rig {
     robot: SimRobot,
     safety: SafetyFilter,
     runner: Option<PolicyRunner>,
-    reward: RewardNode,
+    reward: Option<RewardNode>,
     episodes: EpisodeManager,
     learner: Option<Learner>,
     clock: Clock,
@@ -211,7 +218,11 @@ struct Rig {
 
 impl Rig {
     fn new(a: &Artifacts) -> Self {
-        let l = parse(a, 1.0);
+        Self::with(a, &[])
+    }
+
+    fn with(a: &Artifacts, sets: &[&str]) -> Self {
+        let l = parse_with(a, 1.0, sets);
         let bus = Bus::inproc();
         let node = |n: &str| {
             bus.node(n, BTreeMap::new(), Arc::new(Signal::default()))
@@ -281,7 +292,7 @@ impl Rig {
             robot: robot.unwrap(),
             safety: safety.unwrap(),
             runner,
-            reward: reward.unwrap(),
+            reward: Some(reward.unwrap()),
             episodes: episodes.unwrap(),
             learner,
             clock: Clock::Sim(Arc::new(SimClock::default())),
@@ -314,7 +325,9 @@ impl Rig {
             if let Some(r) = &mut self.runner {
                 r.step(&ctx).unwrap();
             }
-            self.reward.step(&ctx).unwrap();
+            if let Some(r) = &mut self.reward {
+                r.step(&ctx).unwrap();
+            }
             self.episodes.step(&ctx).unwrap();
         }
         if self.tick.is_multiple_of(2)
@@ -984,4 +997,425 @@ fn the_learner_counts_and_drops_what_it_cannot_use() {
     step_at(&mut learner, 1_450 + p.reward_wait_ms as i64 + 10);
     let s = stats.lock().unwrap().clone();
     assert_eq!((s.rewarded, s.unrewarded, s.buffer_len), (1, 3, 1), "{s:?}");
+}
+
+/// The arm joints of a joint state, by name.
+fn arm_q(js: &JointState) -> Vec<f64> {
+    (1..=7)
+        .map(|i| {
+            let k = js
+                .name
+                .iter()
+                .position(|n| *n == format!("panda_joint{i}"))
+                .unwrap();
+            js.position[k]
+        })
+        .collect()
+}
+
+#[test]
+fn between_episodes_the_arm_goes_home_with_its_posture_while_the_runner_waits() {
+    // Homing in the node graph: the episode manager's `switching` phase, the safety filter
+    // driving the arm home (its posture too), the runner silent and the episode's last step
+    // published once the next episode starts, with the observation at the episode's end.
+    let a = artifacts();
+    let never = format!(
+        "nodes.3.params.classifiers=[{{ kind = \"cnn\", weights = \"{}\", threshold = 1.0 }}]",
+        a.classifier.display()
+    );
+    let mut rig = Rig::with(
+        &a,
+        &[
+            "nodes.4.params.schedule={ consecutive = 1, timeout_s = 1.5, stuck_s = 0.0, home_s = 8.0, home_posture = true }",
+            &never,
+        ],
+    );
+    rig.learner = None;
+    let test = rig.bus.simple_node("observer").unwrap();
+    let q = QueueConfig::drop_oldest(100_000);
+    let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
+    let transitions: Subscription<Transition> = test.subscribe("/rft/transition", q).unwrap();
+    let teleop = test.publisher::<Action>("/rft/teleop").unwrap();
+    rig.step();
+    let q0 = arm_q(rig.states.drain().last().unwrap());
+    // A person moves the arm away (sideways, the wrist turning) for the first second.
+    for _ in 0..100 {
+        rig.step_with(|_| {
+            let mut t = Action::default();
+            t.twist.linear.y = 0.1;
+            t.twist.angular.z = 0.8;
+            teleop.publish(t).unwrap();
+        });
+    }
+    let mut seen: Vec<EpisodePhase> = Vec::new();
+    let collect = |seen: &mut Vec<EpisodePhase>| {
+        seen.extend(phases.drain().iter().map(|p| (**p).clone()));
+    };
+    rig.run_until(2.0, "the episode times out", |_| {
+        collect(&mut seen);
+        seen.iter().any(|p| p.phase == rft_msgs::PHASE_SWITCHING)
+    });
+    let sw = seen
+        .iter()
+        .find(|p| p.phase == rft_msgs::PHASE_SWITCHING)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            sw.episode_id,
+            sw.task_id,
+            sw.reason.as_str(),
+            sw.home_posture
+        ),
+        (0, 0, "timeout", true),
+        "{sw:?}"
+    );
+    let away = arm_q(rig.states.drain().last().unwrap());
+    let moved = away
+        .iter()
+        .zip(&q0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(moved > 0.3, "the arm moved away: {away:?} from {q0:?}");
+    assert!(
+        !transitions.drain().iter().any(|t| t.truncated || t.done),
+        "the episode's last step waits for the episode's outcome"
+    );
+    rig.actions.drain();
+    rig.run_until(8.0, "the next episode starts", |_| {
+        collect(&mut seen);
+        seen.iter()
+            .any(|p| p.phase == PHASE_RUNNING && p.episode_id == 1)
+    });
+    let next = seen
+        .iter()
+        .find(|p| p.phase == PHASE_RUNNING && p.episode_id == 1)
+        .unwrap()
+        .clone();
+    assert_eq!((next.task_id, next.reason.as_str()), (1, "timeout"));
+    let took = (next.header.stamp.as_nanos() - sw.header.stamp.as_nanos()) as f64 * 1e-9;
+    assert!(
+        took < 7.9,
+        "home reached in {took:.1} s, before home_s ran out"
+    );
+    assert!(
+        rig.actions.drain().is_empty(),
+        "the runner commands nothing while the filter brings the arm home"
+    );
+    let home = arm_q(rig.states.drain().last().unwrap());
+    for (i, (q, h)) in home.iter().zip(&q0).enumerate() {
+        assert!((q - h).abs() < 0.03, "joint {i} at {q}, start {h}");
+    }
+    // The episode's last step: once episode 1 runs, truncated, observed at the episode's end.
+    let mut last = None;
+    rig.run_until(0.5, "episode 0's last step", |_| {
+        last = transitions
+            .drain()
+            .iter()
+            .find(|t| t.episode_id == 0)
+            .map(|t| (**t).clone());
+        last.is_some()
+    });
+    let last = last.unwrap();
+    assert!(last.truncated && !last.done, "{last:?}");
+    let end = sw.header.stamp.as_nanos();
+    assert!(
+        (last.next_obs_stamp.as_nanos() - end).abs() <= 100_000_000,
+        "observed at {:?}, the episode ended at {:?}",
+        last.next_obs_stamp,
+        sw.header.stamp
+    );
+    let log = rig.episodes.log().lock().unwrap().clone();
+    assert_eq!(log.ended, vec![(0, "forward".into(), "timeout".into())]);
+}
+
+#[test]
+fn a_timeout_the_classifier_confirms_with_the_arm_home_is_a_terminal_success() {
+    // `confirm_at_home`: the episode timed out, but with the arm home the classifier sees the
+    // goal reached. The episode ends as `success_at_home`, the runner marks its last step
+    // done, and the learner stores that step terminal with the success reward; no other step
+    // of the episode is terminal. The reward node's place is taken by the test, which answers
+    // each frame as a classifier would: no success until the arm is home.
+    let a = artifacts();
+    let mut rig = Rig::with(
+        &a,
+        &[
+            "nodes.4.params.schedule={ consecutive = 1, timeout_s = 1.5, stuck_s = 0.0, home_s = 4.0, confirm_at_home = true }",
+        ],
+    );
+    rig.reward = None;
+    let test = rig.bus.simple_node("classifier").unwrap();
+    let q = QueueConfig::drop_oldest(100_000);
+    let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
+    let at_home: Subscription<rft_msgs::Bool> = test.subscribe("/rft/at_home", q).unwrap();
+    let transitions: Subscription<Transition> = test.subscribe("/rft/transition", q).unwrap();
+    let rewards = test.publisher::<rft_msgs::Reward>("/rft/reward").unwrap();
+    let (mut task, mut switching, mut home) = (0u8, false, false);
+    let mut seen: Vec<EpisodePhase> = Vec::new();
+    for _ in 0..1000 {
+        for p in phases.drain().iter() {
+            task = p.task_id;
+            switching = p.phase == rft_msgs::PHASE_SWITCHING;
+            home &= switching;
+            seen.push((**p).clone());
+        }
+        home |= switching && at_home.drain().iter().any(|b| b.data);
+        let success = home;
+        rig.step_with(|now| {
+            rewards
+                .publish(rft_msgs::Reward {
+                    header: rft_msgs::Header::at(now),
+                    task_id: task,
+                    success_prob: if success { 0.99 } else { 0.01 },
+                    success,
+                    reward: if success { 1.0 } else { 0.0 },
+                    source: "test".into(),
+                    valid: true,
+                    ..Default::default()
+                })
+                .unwrap();
+        });
+        if seen
+            .iter()
+            .any(|p| p.phase == PHASE_RUNNING && p.episode_id == 1)
+        {
+            break;
+        }
+    }
+    let next = seen
+        .iter()
+        .find(|p| p.phase == PHASE_RUNNING && p.episode_id == 1)
+        .expect("episode 1 starts")
+        .clone();
+    assert_eq!((next.task_id, next.reason.as_str()), (1, "success_at_home"));
+    let log = rig.episodes.log().lock().unwrap().clone();
+    assert_eq!(
+        log.ended,
+        vec![(0, "forward".into(), "success_at_home".into())]
+    );
+    // Episode 0's steps: the last one done, none before it.
+    for _ in 0..30 {
+        rig.step();
+    }
+    let steps: Vec<Transition> = transitions
+        .drain()
+        .iter()
+        .filter(|t| t.episode_id == 0)
+        .map(|t| (**t).clone())
+        .collect();
+    assert!(steps.len() >= 10, "{} steps", steps.len());
+    let (last, rest) = steps.split_last().unwrap();
+    assert!(last.done && !last.truncated, "{last:?}");
+    assert!(rest.iter().all(|t| !t.done && !t.truncated));
+    // The learner's buffer: that step alone terminal, rewarded as a success.
+    let mut learner = rig.learner.take().unwrap();
+    let ctx = StepCtx::new(rig.clock.now(), &rig.clock, &rig.shutdown);
+    learner.step(&ctx).unwrap();
+    learner.shutdown(&ctx).unwrap();
+    let ckpt = checkpoint::load_latest(
+        &a.learner_out.join("checkpoints"),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .unwrap();
+    let buffer = ckpt.replay.unwrap();
+    let terminal: Vec<(f32, u8)> = (0..buffer.len())
+        .filter(|&i| buffer.flags(i) & rft_policies::replay::FLAG_TERMINATED != 0)
+        .map(|i| buffer.reward_and_task(i))
+        .collect();
+    assert_eq!(terminal, vec![(1.0, 0)], "{} stored", buffer.len());
+}
+
+#[test]
+fn the_episode_manager_unwinds_an_overridden_episode_and_escapes_a_stalled_scene() {
+    // The episode manager alone, its inputs played by the test: the arm still, the object
+    // where the test puts it, the safety filter's override counts on /rft/metrics.
+    let dir = tempfile::tempdir().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/em_test.toml");
+    let text = format!(
+        r#"
+name = "em_test"
+[[nodes]]
+name = "episodes"
+kind = "episode_manager"
+[nodes.params]
+episodes_csv = "{}"
+schedule = {{ consecutive = 1, timeout_s = 1.0, stuck_s = 0.0, home_s = 2.0, stall_escape = 2, stall_explore_std = 0.4, posture_reset_overridden = 0.5 }}
+"#,
+        dir.path().join("episodes.csv").display()
+    );
+    let l = launch::parse(&rft_nodes::registry(), &path, &text, &[]).unwrap();
+    let p = l.nodes[0]
+        .params::<rft_nodes::EpisodeManagerParams>()
+        .unwrap()
+        .clone();
+    let bus = Bus::inproc();
+    let h = bus
+        .node("episodes", BTreeMap::new(), Arc::new(Signal::default()))
+        .unwrap();
+    let mut em = EpisodeManager::new("episodes".into(), p, Duration::from_millis(100), &h).unwrap();
+    let test = bus.simple_node("test").unwrap();
+    let q = QueueConfig::drop_oldest(10_000);
+    let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
+    let js = test.publisher::<JointState>("/joint_states").unwrap();
+    let pose = test
+        .publisher::<rft_msgs::PoseStamped>("/rft/object_pose")
+        .unwrap();
+    let metric = test.publisher::<rft_msgs::Metric>("/rft/metrics").unwrap();
+    let at_home = test.publisher::<rft_msgs::Bool>("/rft/at_home").unwrap();
+    let sim = Arc::new(SimClock::default());
+    let clock = Clock::Sim(sim.clone());
+    let shutdown = Shutdown::default();
+    let mut t_ns = 0i64;
+    let mut object_x = 0.5;
+    // (control steps, overridden steps) so far, as the filter counts them.
+    let mut counts = (0u64, 0u64);
+    let mut all: Vec<EpisodePhase> = Vec::new();
+    // Runs until the phase `(phase, episode)` is published; the filter says home only when
+    // `home` is set. Each 100 ms the filter ran 10 control steps, `share` of them overridden.
+    // `push`: the object moves 5 mm a tick (someone pushes it).
+    let mut run = |want: (u8, u64), share: f64, home: bool, push: bool| -> EpisodePhase {
+        for _ in 0..200 {
+            if push {
+                object_x += 0.005;
+            }
+            t_ns += 100_000_000;
+            sim.advance_to(t_ns);
+            let now = Time::from_nanos(t_ns);
+            js.publish(JointState {
+                header: rft_msgs::Header::at(now),
+                name: (1..=7).map(|i| format!("panda_joint{i}")).collect(),
+                position: vec![0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785],
+                ..Default::default()
+            })
+            .unwrap();
+            let mut p = rft_msgs::PoseStamped {
+                header: rft_msgs::Header::at(now),
+                ..Default::default()
+            };
+            p.pose.position.x = object_x;
+            p.pose.position.z = 0.02;
+            p.pose.orientation.w = 1.0;
+            pose.publish(p).unwrap();
+            counts.0 += 10;
+            counts.1 += (10.0 * share) as u64;
+            for (name, v) in [("control_steps", counts.0), ("overridden_steps", counts.1)] {
+                metric
+                    .publish(rft_msgs::Metric {
+                        header: rft_msgs::Header::at(now),
+                        source: "safety".into(),
+                        name: name.into(),
+                        value: v as f64,
+                    })
+                    .unwrap();
+            }
+            if home {
+                at_home.publish(rft_msgs::Bool { data: true }).unwrap();
+            }
+            em.step(&StepCtx::new(now, &clock, &shutdown)).unwrap();
+            let new = phases.drain();
+            all.extend(new.iter().map(|p| (**p).clone()));
+            if let Some(p) = new.iter().find(|p| (p.phase, p.episode_id) == want) {
+                return (**p).clone();
+            }
+        }
+        panic!("no phase {want:?}");
+    };
+    use rft_msgs::PHASE_SWITCHING as SW;
+    // Episode 0: the filter overrode 80 % of its steps: home with the posture.
+    let s0 = run((SW, 0), 0.8, true, false);
+    assert!(s0.home_posture, "{s0:?}");
+    let r1 = run((PHASE_RUNNING, 1), 0.8, true, false);
+    assert_eq!(r1.explore_std, 0.0, "one stalled episode is no stall yet");
+    // Episode 1: 20 % overridden: the tool alone goes home. The filter never says home, so
+    // the next episode starts when home_s (2 s) has passed.
+    let s1 = run((SW, 1), 0.2, false, false);
+    assert!(!s1.home_posture, "{s1:?}");
+    let r2 = run((PHASE_RUNNING, 2), 0.0, false, false);
+    let waited = (r2.header.stamp.as_nanos() - s1.header.stamp.as_nanos()) as f64 * 1e-9;
+    assert!((2.0..2.25).contains(&waited), "waited {waited} s for home");
+    // Two episodes in a row left the object where it began: episode 2 escapes with noise.
+    assert_eq!(r2.explore_std, 0.4, "{r2:?}");
+    // Episode 2 moves the object: episode 3 acts with the runner's own noise again.
+    run((SW, 2), 0.0, true, true);
+    let r3 = run((PHASE_RUNNING, 3), 0.0, true, false);
+    assert_eq!(r3.explore_std, 0.0, "{r3:?}");
+    // Only the running phases carry the noise; switching phases name the episode that ended.
+    assert!(
+        all.iter()
+            .filter(|p| p.phase == SW)
+            .all(|p| p.explore_std == 0.0 && p.episode_id <= 2)
+    );
+    let log = em.log().lock().unwrap().clone();
+    assert_eq!((log.posture_resets, log.stall_escape_episodes), (1, 1));
+    let csv = std::fs::read_to_string(dir.path().join("episodes.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    let cols: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[3], r[5], r[6])).collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("timeout", "1", "0"),
+            ("timeout", "0", "0"),
+            ("timeout", "0", "1")
+        ],
+        "{csv}"
+    );
+}
+
+#[test]
+fn a_phase_that_asks_for_exploration_noise_overrides_the_runners_own() {
+    // The runner acts deterministically (mean action) unless the phase asks for noise (the
+    // episode manager's stall escape): the same seed gives the same actions with a phase that
+    // asks for none, other ones with a phase that asks for some.
+    let a = artifacts();
+    // No success and no timeout: the episode manager's phase stays episode 0, forward.
+    let never = format!(
+        "nodes.3.params.classifiers=[{{ kind = \"cnn\", weights = \"{}\", threshold = 1.0 }}]",
+        a.classifier.display()
+    );
+    let actions = |std: Option<f64>| -> Vec<[f64; 3]> {
+        let mut rig = Rig::with(&a, &["nodes.2.params.mode=\"deterministic\"", &never]);
+        rig.learner = None;
+        let test = rig.bus.simple_node("phase").unwrap();
+        let phase = test.publisher::<EpisodePhase>("/rft/phase").unwrap();
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            rig.step_with(|now| {
+                if let Some(explore_std) = std {
+                    phase
+                        .publish(EpisodePhase {
+                            header: rft_msgs::Header::at(now),
+                            explore_std,
+                            ..Default::default()
+                        })
+                        .unwrap();
+                }
+            });
+            out.extend(rig.actions.drain().iter().map(|x| {
+                let l = &x.twist.linear;
+                [l.x, l.y, l.z]
+            }));
+        }
+        assert!(out.len() >= 9, "{} actions", out.len());
+        out
+    };
+    let own = actions(None);
+    assert_eq!(
+        actions(Some(0.0)),
+        own,
+        "a phase without noise changes nothing"
+    );
+    let noisy = actions(Some(0.5));
+    let differ = own.iter().zip(&noisy).filter(|(x, y)| x != y).count();
+    assert!(
+        differ >= own.len() - 1,
+        "{differ} of {} actions differ",
+        own.len()
+    );
 }

@@ -138,15 +138,35 @@ fn other_checks() {
         "is not an endpoint",
     );
     // What only the pipeline's sim loop does is refused in the node graph, not ignored.
-    for (key, value) in [("home_s", "4.0"), ("stall_escape", "4")] {
-        assert_names(
-            &err(&format!(
-                "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = {{ schedule = {{ {key} = {value} }} }}\n"
-            )),
-            &format!("nodes[0].params.schedule.{key}"),
-            "pipeline's sim loop only",
-        );
-    }
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = { schedule = { home_s = 4.0, verify_at_home = true } }\n",
+        ),
+        "nodes[0].params.schedule.verify_at_home",
+        "pipeline's sim loop only",
+    );
+    // A second look needs the arm home.
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = { schedule = { confirm_at_home = true } }\n",
+        ),
+        "nodes[0].params.schedule.confirm_at_home",
+        "home_s > 0",
+    );
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = { look_frames = 0 }\n",
+        ),
+        "nodes[0].params.look_frames",
+        "at least 1",
+    );
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"s\"\nkind = \"safety_filter\"\nparams = { urdf = \"../sim/assets/panda.urdf\", homing = { posture = [0.0, 1.0] } }\n",
+        ),
+        "nodes[0].params.homing.posture",
+        "7",
+    );
     assert_names(&err("name = [\n"), "(syntax)", "line");
     assert_names(
         &err("[bus]\nkind = \"inproc\"\n"),

@@ -676,3 +676,145 @@ fn limits_wider_than_the_urdf_and_bad_urdfs_are_rejected_before_start() {
         "{err}"
     );
 }
+
+#[test]
+fn between_episodes_the_filter_brings_the_tool_and_the_posture_home_and_says_so() {
+    let mut rig = Rig::new("");
+    let bus_phase = rig
+        ._test
+        .publisher::<rft_msgs::EpisodePhase>("/rft/phase")
+        .unwrap();
+    let at_home: Subscription<Bool> = rig
+        ._test
+        .subscribe("/rft/at_home", QueueConfig::drop_oldest(10_000))
+        .unwrap();
+    let switching = |posture: bool| rft_msgs::EpisodePhase {
+        phase: rft_msgs::PHASE_SWITCHING,
+        home_posture: posture,
+        ..Default::default()
+    };
+    let home = rig.tcp();
+    // Away from home: down, to the side, the wrist turned (the posture changes too).
+    let mut away = twist(0.3, 0.5, -0.6);
+    away.twist.angular.z = 0.8;
+    rig.drive(&away, 150);
+    assert!((rig.tcp() - home).norm() > 0.15, "moved {:?}", rig.tcp());
+    let turned = rig.q;
+    assert!(
+        (turned[6] - READY[6]).abs() > 0.3,
+        "the wrist turned: {turned:?}"
+    );
+    assert!(at_home.drain().is_empty(), "nothing said while running");
+    // Position only: the policy's command is ignored, the tool goes home, the wrist stays.
+    bus_phase.publish(switching(false)).unwrap();
+    let mut reached = None;
+    for i in 0..1000 {
+        rig.command(away.clone());
+        rig.tick();
+        if at_home.drain().last().is_some_and(|b| b.data) {
+            reached = Some(i);
+            break;
+        }
+    }
+    assert!(
+        reached.is_some(),
+        "never home: {:?} (home {home:?}), u {:?}, status {:?}",
+        rig.tcp(),
+        rig.u,
+        rig.last_status
+    );
+    assert!((rig.tcp() - home).norm() < 0.02, "{:?}", rig.tcp());
+    assert!(
+        (rig.q[6] - READY[6]).abs() > 0.2,
+        "the wrist stays turned without the posture: {:?}",
+        rig.q
+    );
+    // With the posture: every joint back where the robot started.
+    bus_phase.publish(switching(true)).unwrap();
+    let mut reached = false;
+    for _ in 0..1500 {
+        rig.tick();
+        if at_home.drain().last().is_some_and(|b| b.data) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "posture never reached: {:?}", rig.q);
+    for (i, (q, h)) in rig.q.iter().zip(READY).enumerate() {
+        assert!((q - h).abs() < 0.02, "joint {i} at {q}, home {h}");
+    }
+    assert!(
+        speed(&rig.u) < 0.01,
+        "at rest when it says home: {:?}",
+        rig.u
+    );
+    let homing = rig.node.counts().homing_steps;
+    assert!(homing > 100, "{homing} homing steps");
+    // A person's command still wins while switching; back to running, the policy drives.
+    let before = rig.tcp();
+    for _ in 0..50 {
+        rig.teleop.publish(twist(0.0, 0.6, 0.0)).unwrap();
+        rig.tick();
+    }
+    assert!(
+        rig.tcp().y > before.y + 0.05,
+        "teleop drove: {:?}",
+        rig.tcp()
+    );
+    assert_eq!(
+        rig.node.counts().homing_steps,
+        homing,
+        "teleop steps are no homing"
+    );
+    bus_phase
+        .publish(rft_msgs::EpisodePhase::default())
+        .unwrap();
+    for _ in 0..30 {
+        rig.tick();
+    }
+    let y = rig.tcp().y;
+    rig.drive(&twist(0.0, -0.6, 0.0), 50);
+    assert!(rig.tcp().y < y - 0.05, "the policy drives again");
+    assert!(at_home.drain().is_empty(), "nothing said while running");
+}
+
+#[test]
+fn overridden_commands_are_counted_on_the_metrics_topic() {
+    let mut rig = Rig::new("");
+    let metrics: Subscription<rft_msgs::Metric> = rig
+        ._test
+        .subscribe("/rft/metrics", QueueConfig::drop_oldest(10_000))
+        .unwrap();
+    // A free move: tracked, nothing overridden.
+    rig.drive(&twist(0.0, 0.4, 0.0), 50);
+    let c = rig.node.counts();
+    assert_eq!(c.control_steps, 50);
+    assert!(c.overridden_steps <= 3, "{c:?}");
+    // Into the floor of the workspace box: once there the filter holds the tool up, step
+    // after step.
+    rig.drive(&twist(0.0, 0.0, -1.0), 300);
+    let c = rig.node.counts();
+    rig.drive(&twist(0.0, 0.0, -1.0), 200);
+    let c2 = rig.node.counts();
+    assert_eq!(c2.control_steps, 550);
+    assert!(
+        c2.overridden_steps - c.overridden_steps > 190,
+        "{} of 200 steps against the floor overridden",
+        c2.overridden_steps - c.overridden_steps
+    );
+    // The counts are published (every status period, 20 Hz).
+    rig.drive(&twist(0.0, 0.0, -1.0), 10);
+    let c3 = rig.node.counts();
+    let msgs = metrics.drain();
+    let newest = |name: &str| {
+        msgs.iter()
+            .filter(|x| x.name == name && x.source == "safety")
+            .map(|x| x.value)
+            .next_back()
+    };
+    assert!(newest("control_steps").is_some_and(|v| v > 550.0 && v <= c3.control_steps as f64));
+    assert!(
+        newest("overridden_steps")
+            .is_some_and(|v| v >= c2.overridden_steps as f64 && v <= c3.overridden_steps as f64)
+    );
+}

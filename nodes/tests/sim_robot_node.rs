@@ -288,3 +288,71 @@ fn in_lockstep_each_joint_state_is_answered_before_physics_moves_on() {
     }
     let _: Time = seen[0].header.stamp;
 }
+
+#[test]
+fn the_simulated_operator_puts_the_scene_back_after_a_pause_for_a_human() {
+    let mut rig = Rig::new(&["operator_reset_s = 2.0", "cameras = []"]);
+    let phase = rig
+        ._test
+        .publisher::<rft_msgs::EpisodePhase>("/rft/phase")
+        .unwrap();
+    let done: Subscription<rft_msgs::Bool> = rig
+        ._test
+        .subscribe("/rft/human_reset", QueueConfig::drop_oldest(100))
+        .unwrap();
+    // The arm turns away from its initial posture.
+    let q0 = rig.step().position[0];
+    for _ in 0..100 {
+        rig.vel
+            .publish(Float64MultiArray::from_data(vec![
+                0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            ]))
+            .unwrap();
+        rig.step();
+    }
+    let turned = rig.step().position[0];
+    assert!(turned - q0 > 0.3, "{q0} → {turned}");
+    // Running: nobody comes.
+    phase.publish(rft_msgs::EpisodePhase::default()).unwrap();
+    for _ in 0..300 {
+        rig.step();
+    }
+    assert!(done.drain().is_empty());
+    assert_eq!(rig.node.counts().operator_resets, 0);
+    // Paused for a human: 2 simulated seconds later the scene is put back, once, and said so.
+    let paused = rft_msgs::EpisodePhase {
+        phase: rft_msgs::PHASE_PAUSED_FOR_HUMAN,
+        ..Default::default()
+    };
+    phase.publish(paused.clone()).unwrap();
+    for _ in 0..190 {
+        rig.step();
+    }
+    assert!(done.drain().is_empty(), "before 2 s");
+    // The manager repeats its phase while paused: the operator's clock runs from the first.
+    phase.publish(paused).unwrap();
+    let mut at = None;
+    for i in 0..30 {
+        rig.step();
+        if done.drain().iter().any(|b| b.data) {
+            at = Some(i);
+            break;
+        }
+    }
+    assert!(at.is_some(), "no reset 2.2 s after the pause");
+    assert_eq!(rig.node.counts().operator_resets, 1);
+    let back = rig.step().position[0];
+    assert!(
+        (back - q0).abs() < 0.1,
+        "the arm near its initial posture: {back}, {q0}"
+    );
+    let pos = rig.object.drain().last().unwrap().pose.position;
+    assert!(pos.z > 0.0, "the cube is on the table: {pos:?}");
+    // The loop runs again: no second reset.
+    phase.publish(rft_msgs::EpisodePhase::default()).unwrap();
+    for _ in 0..400 {
+        rig.step();
+    }
+    assert!(done.drain().is_empty());
+    assert_eq!(rig.node.counts().operator_resets, 1);
+}

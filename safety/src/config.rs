@@ -187,6 +187,82 @@ pub struct SafetyConfig {
     pub stop_decel_rad_s2: Option<Vec<f64>>,
     #[serde(default = "d_status_rate")]
     pub status_rate_hz: f64,
+    /// Moving the arm home between two episodes (the episode manager's `switching` phase).
+    #[serde(default)]
+    pub homing: HomingConfig,
+}
+
+/// How the filter moves the arm home between two episodes, when the episode manager asks
+/// (`/rft/phase` switching): the tool rises to `clear_z`, crosses to the home position and
+/// comes down (a scripted move, never learned); with the posture asked for, the joints then
+/// go back to `posture` one by one at most `max_joint_rad_s`. Every command goes through the
+/// same CBF-QP as the policy's; a fresh `/rft/teleop` command still wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomingConfig {
+    /// The home posture (chain order, rad); the tool's home is its forward kinematics.
+    /// Default: the first joint state (the posture the robot starts in).
+    pub posture: Option<Vec<f64>>,
+    /// Height (base frame, m) the tool rises to before it crosses the table.
+    pub clear_z: f64,
+    /// Speed of the tool on its way home (m/s).
+    pub max_linear_m_s: f64,
+    /// Proportional gain (1/s) and speed cap (rad/s) of the posture move.
+    pub joint_gain: f64,
+    pub max_joint_rad_s: f64,
+    /// Home is reached within this distance of the tool (m) and, for the posture, of each
+    /// joint (rad), with every joint below `rest_rad_s`.
+    pub tolerance_m: f64,
+    pub tolerance_rad: f64,
+    pub rest_rad_s: f64,
+}
+
+impl Default for HomingConfig {
+    fn default() -> Self {
+        Self {
+            posture: None,
+            clear_z: 0.15,
+            max_linear_m_s: 0.2,
+            joint_gain: 2.0,
+            max_joint_rad_s: 1.0,
+            tolerance_m: 0.02,
+            tolerance_rad: 0.02,
+            rest_rad_s: 0.01,
+        }
+    }
+}
+
+impl HomingConfig {
+    /// The tool's linear velocity on its way home: straight up to `clear_z` (or home's
+    /// height, if lower) while it is away from home's xy, then across and down to `home`;
+    /// proportional, capped at `max_linear_m_s`.
+    pub fn tool_velocity(&self, tcp: &Vector3<f64>, home: &Vector3<f64>) -> Vector3<f64> {
+        let up = self.clear_z.min(home.z);
+        let target = if tcp.z < up - 0.01 && (tcp.xy() - home.xy()).norm() > self.tolerance_m {
+            Vector3::new(tcp.x, tcp.y, up + 0.02)
+        } else {
+            *home
+        };
+        let mut v = (target - tcp) * 4.0;
+        if v.norm() > self.max_linear_m_s {
+            v *= self.max_linear_m_s / v.norm();
+        }
+        v
+    }
+
+    /// Joint velocities of the posture move towards `posture`.
+    pub fn joint_velocity(&self, q: &[f64], posture: &[f64], u: &mut [f64]) {
+        for ((u, q), h) in u.iter_mut().zip(q).zip(posture) {
+            *u = (self.joint_gain * (h - q)).clamp(-self.max_joint_rad_s, self.max_joint_rad_s);
+        }
+    }
+
+    /// Whether every joint is within `tolerance_rad` of `posture`.
+    pub fn at_posture(&self, q: &[f64], posture: &[f64]) -> bool {
+        q.iter()
+            .zip(posture)
+            .all(|(q, h)| (q - h).abs() < self.tolerance_rad)
+    }
 }
 
 fn yes() -> bool {
@@ -332,6 +408,7 @@ impl SafetyConfig {
             stale_command_ms: d_stale_cmd(),
             stop_decel_rad_s2: None,
             status_rate_hz: d_status_rate(),
+            homing: HomingConfig::default(),
         }
     }
 
@@ -552,6 +629,28 @@ impl SafetyConfig {
         if let Some(v) = &self.rest_position {
             len("rest_position", v)?;
         }
+        if let Some(v) = &self.homing.posture {
+            len("homing.posture", v)?;
+            check(v.iter().all(|x| x.is_finite()), "homing.posture", || {
+                "must be finite".into()
+            })?;
+        }
+        let h = &self.homing;
+        for (key, v) in [
+            ("homing.max_linear_m_s", h.max_linear_m_s),
+            ("homing.joint_gain", h.joint_gain),
+            ("homing.max_joint_rad_s", h.max_joint_rad_s),
+            ("homing.tolerance_m", h.tolerance_m),
+            ("homing.tolerance_rad", h.tolerance_rad),
+            ("homing.rest_rad_s", h.rest_rad_s),
+        ] {
+            check(finite_positive(v), key, || {
+                format!("must be positive, got {v}")
+            })?;
+        }
+        check(h.clear_z.is_finite(), "homing.clear_z", || {
+            "must be finite".into()
+        })?;
         let cone = match &self.orientation_cone {
             None => None,
             Some(c) => {
