@@ -14,7 +14,10 @@
 # classifiers only; the arm goes home between episodes (4 s, the filter drives it), with its
 # posture after an episode the filter mostly overrode; timeouts get a second look with the arm
 # home; near-edge episodes end early; stall escape after 4 stalled episodes; a simulated
-# operator answers a pause for a human after 5 s (counted as a human reset). The learner runs
+# operator answers a pause for a human after 5 s (counted as a human reset). The safety filter
+# has the pipeline plant's limits: no obstacle sphere (with the launch file's sphere over the
+# table, a cube pushed to y ≈ 0.2 cannot be reached from behind: measured, one run spent
+# 14,000 steps so). The learner runs
 # Y″'s recipe (offline ratio 0.25, no promotion). Then the learner's last policy is evaluated on
 # EVAL_EPISODES (default 200) ground-truth episodes per direction (`rft eval`, the scenes of the
 # pipeline's evaluation). Results go to ART_DIR/headline-graph-sSEED/.
@@ -29,6 +32,7 @@ start=$(date +%s)
 "$rft" launch "$root/launch/sim_dry_run.toml" --run-dir "$out/run" \
   --set pipeline.enabled=false --set 'clock.executor="lockstep"' --set duration_s=100000 --set progress_s=200 \
   --set nodes.0.params.realtime_factor=0.0 --set nodes.0.params.seed="$seed" --set nodes.0.params.operator_reset_s=5.0 \
+  --set 'nodes.1.params.obstacles=[]' \
   --set nodes.3.params.policy="\"$art/pretrain/policy.safetensors\"" --set nodes.3.params.seed="$seed" \
   --set nodes.3.params.max_steps="$steps" \
   --set "nodes.4.params.classifiers=[{ kind = \"cnn\", weights = \"$art/reward/forward/reward.safetensors\" }, { kind = \"cnn\", weights = \"$art/reward/backward/reward.safetensors\" }]" \
