@@ -16,29 +16,11 @@
 //! in-process loop measured 31, 34 and 27 on the same budget.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-const RFT: &str = env!("CARGO_BIN_EXE_rft");
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn rft(args: &[String]) -> String {
-    let o = Command::new(RFT)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "rft {args:?} failed:\n{text}");
-    text
-}
+use support::{rft, root};
 
 fn sets(args: &mut Vec<String>, sets: &[String]) {
     for s in sets {

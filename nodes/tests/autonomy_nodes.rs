@@ -999,6 +999,14 @@ fn the_learner_counts_and_drops_what_it_cannot_use() {
     assert_eq!((s.rewarded, s.unrewarded, s.buffer_len), (1, 3, 1), "{s:?}");
 }
 
+/// The override that makes the reward node's classifier never report a success.
+fn never_succeeds(a: &Artifacts) -> String {
+    format!(
+        "nodes.3.params.classifiers=[{{ kind = \"cnn\", weights = \"{}\", threshold = 1.0 }}]",
+        a.classifier.display()
+    )
+}
+
 /// The arm joints of a joint state, by name.
 fn arm_q(js: &JointState) -> Vec<f64> {
     (1..=7)
@@ -1019,10 +1027,7 @@ fn between_episodes_the_arm_goes_home_with_its_posture_while_the_runner_waits() 
     // driving the arm home (its posture too), the runner silent and the episode's last step
     // published once the next episode starts, with the observation at the episode's end.
     let a = artifacts();
-    let never = format!(
-        "nodes.3.params.classifiers=[{{ kind = \"cnn\", weights = \"{}\", threshold = 1.0 }}]",
-        a.classifier.display()
-    );
+    let never = never_succeeds(&a);
     let mut rig = Rig::with(
         &a,
         &[
@@ -1375,10 +1380,7 @@ fn a_phase_that_asks_for_exploration_noise_overrides_the_runners_own() {
     // asks for none, other ones with a phase that asks for some.
     let a = artifacts();
     // No success and no timeout: the episode manager's phase stays episode 0, forward.
-    let never = format!(
-        "nodes.3.params.classifiers=[{{ kind = \"cnn\", weights = \"{}\", threshold = 1.0 }}]",
-        a.classifier.display()
-    );
+    let never = never_succeeds(&a);
     let actions = |std: Option<f64>| -> Vec<[f64; 3]> {
         let mut rig = Rig::with(&a, &["nodes.2.params.mode=\"deterministic\"", &never]);
         rig.learner = None;
