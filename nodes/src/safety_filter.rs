@@ -318,10 +318,7 @@ impl SafetyFilter {
         if let Some(posture) = homing {
             let (tool, direct, at_home) = self.homing_command(posture);
             twist.fixed_rows_mut::<3>(0).copy_from(&tool);
-            if let Some(u) = direct {
-                self.u_ref.copy_from_slice(&u);
-                joint_reference = true;
-            }
+            joint_reference = direct;
             // The filter's own command is always fresh.
             let raw = [tool.x, tool.y, tool.z, 0.0, 0.0, 0.0, 0.0];
             self.watchdog.on_command(now, &raw);
@@ -390,26 +387,25 @@ impl SafetyFilter {
         self.publish(ctx, if mode == Mode::Run { gripper } else { None })
     }
 
-    /// The homing move at the current joint state: the tool's linear velocity, or joint
-    /// velocities for the posture move, and whether home is reached (with the posture: and
-    /// the arm at rest there).
-    fn homing_command(&mut self, posture: bool) -> (Vector3<f64>, Option<Vec<f64>>, bool) {
+    /// The homing move at the current joint state: the tool's linear velocity, or (true) the
+    /// posture move's joint velocities written into `u_ref`, and whether home is reached (with
+    /// the posture: and the arm at rest there).
+    fn homing_command(&mut self, posture: bool) -> (Vector3<f64>, bool, bool) {
         let (Some((filter, _)), Some((home_q, home_p))) = (&self.filter, &self.home) else {
-            return (Vector3::zeros(), None, false);
+            return (Vector3::zeros(), false, false);
         };
         let h = &self.p.homing;
         let tcp = filter.chain().base_from_tip(&self.q).translation.vector;
         if (tcp - home_p).norm() >= h.tolerance_m {
-            return (h.tool_velocity(&tcp, home_p), None, false);
+            return (h.tool_velocity(&tcp, home_p), false, false);
         }
         if posture && !h.at_posture(&self.q, home_q) {
-            let mut u = vec![0.0; self.q.len()];
-            h.joint_velocity(&self.q, home_q, &mut u);
-            return (Vector3::zeros(), Some(u), false);
+            h.joint_velocity(&self.q, home_q, &mut self.u_ref);
+            return (Vector3::zeros(), true, false);
         }
         // With the posture the arm comes to rest there; the tool alone is home on arrival.
         let rest = !posture || self.qd.iter().all(|v| v.abs() < h.rest_rad_s);
-        (Vector3::zeros(), None, rest)
+        (Vector3::zeros(), false, rest)
     }
 
     fn build_at(&self, q: &[f64]) -> Result<(CbfFilter, DiffIk)> {
