@@ -245,6 +245,12 @@ pub struct Transition {
     pub intervention: bool,
     pub safety_override: bool,
     pub policy_version: u64,
+    /// The policy's camera image at `obs` and at `next_obs` (rgb8, channel-first, the size of
+    /// the policy's encoder); empty for a policy that sees no image.
+    #[serde(with = "serde_bytes")]
+    pub image: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub next_image: Vec<u8>,
 }
 
 /// rft_msgs/Reward for one camera frame (`header.stamp` = the frame's stamp).

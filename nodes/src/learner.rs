@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::{SeedableRng, rngs::StdRng};
 use rft_msgs::{EpisodePhase, Header, PolicyUpdate, Reward, Transition};
 use rft_policies::online::{self, OnlineLearner, Recipe};
-use rft_policies::replay::{ReplayBuffer, TransitionIn};
+use rft_policies::replay::{ImageShape, ReplayBuffer, TransitionIn};
 use rft_policies::{Agent, checkpoint};
 use serde::Deserialize;
 
@@ -233,20 +233,16 @@ impl Learner {
                 agent
                     .reset_optimizers()
                     .map_err(|e| err("init", e.to_string()))?;
+                // An image-encoder policy learns from the frames the runner's transitions carry.
+                let image = agent.cfg.encoder.as_ref().map(ImageShape::from);
                 let buffer =
-                    ReplayBuffer::new(p.capacity, agent.cfg.obs_dim, agent.cfg.act_dim, None);
+                    ReplayBuffer::new(p.capacity, agent.cfg.obs_dim, agent.cfg.act_dim, image);
                 (agent, buffer, r.meta.policy_version.max(1), None)
             }
         };
         let resumed = rounds.is_some();
         if !resumed {
             online::prepare(&mut agent, &p.recipe).map_err(|e| err("recipe", e.to_string()))?;
-        }
-        if agent.cfg.encoder.is_some() {
-            return Err(err(
-                "init",
-                "an image-encoder policy needs frames joined to transitions, which this learner does not do yet".into(),
-            ));
         }
         let demos = match &p.demos {
             Some(d) => Some(
@@ -354,7 +350,8 @@ impl Learner {
                         intervention: t.intervention,
                         safety_override: t.safety_override,
                         mc_return: f32::NEG_INFINITY,
-                        ..Default::default()
+                        image: (!t.image.is_empty()).then_some(t.image.as_slice()),
+                        next_image: (!t.next_image.is_empty()).then_some(t.next_image.as_slice()),
                     });
                     match pushed {
                         Ok(()) => {

@@ -11,21 +11,26 @@
 //! keeps the observation at the episode's end and is published once the next episode starts,
 //! when its outcome is final (`done` for `success` and `success_at_home`). A phase that asks
 //! for exploration noise (the episode manager's stall escape) overrides `explore_std`.
+//!
+//! A policy with an image encoder (the pipeline's `plant.observation = "image"`) observes the
+//! tool pose and gripper (6 values) and the newest frame of `image_topic` (rgb8 at the
+//! encoder's size, at most `max_obs_age_ms` from the joint state) instead of the object's
+//! pose; its transitions carry both frames for the learner.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rft_msgs::{
-    Action, EpisodePhase, Header, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_STOPPED,
+    Action, EpisodePhase, Header, Image, JointState, PHASE_PAUSED_FOR_HUMAN, PHASE_STOPPED,
     PHASE_SWITCHING, PolicyUpdate, PoseStamped, Time, Transition, Twist, Vector3 as V3,
 };
-use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle};
+use rft_policies::handle::{ActMode, InferencePolicy, PolicyHandle, PolicySpec};
 use serde::Deserialize;
 
 use crate::robot_state::{ToolFk, iso};
 use rft_autonomy::action::{ACTION_DIM, ActionMap};
-use rft_autonomy::obs::{STATE_OBS_DIM, state_obs};
+use rft_autonomy::obs::{PROPRIO_OBS_DIM, STATE_OBS_DIM, proprio_obs, state_obs};
 use rft_config::check;
 use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use rft_runtime::launch::{LaunchCtx, NodeKind};
@@ -68,6 +73,9 @@ pub struct PolicyRunnerParams {
     pub max_obs_age_ms: f64,
     #[serde(default = "default_object_topic")]
     pub object_topic: String,
+    /// The camera an image-encoder policy sees (rgb8 at the encoder's size).
+    #[serde(default = "default_image_topic")]
+    pub image_topic: String,
     /// A `/rft/teleop` command this recent (node clock) is in control: the step records its
     /// action, flagged as an intervention, and the runner publishes none of its own. The safety
     /// filter's `stale_command_ms` should match.
@@ -99,6 +107,65 @@ fn default_sync_ms() -> f64 {
 }
 fn default_object_topic() -> String {
     "/rft/object_pose".into()
+}
+fn default_image_topic() -> String {
+    "/policy_camera/color/image_raw".into()
+}
+
+/// What a policy observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sees {
+    /// Tool pose, object pose and gripper.
+    State,
+    /// Tool pose and gripper, and a camera frame of this height and width.
+    Image { height: usize, width: usize },
+}
+
+/// What a policy observes, or why the runner cannot act with it.
+fn sees(spec: &PolicySpec) -> std::result::Result<Sees, String> {
+    match &spec.encoder {
+        None if spec.obs_dim == STATE_OBS_DIM && spec.act_dim == ACTION_DIM => Ok(Sees::State),
+        Some(e)
+            if spec.obs_dim == PROPRIO_OBS_DIM && spec.act_dim == ACTION_DIM && e.channels == 3 =>
+        {
+            Ok(Sees::Image {
+                height: e.height,
+                width: e.width,
+            })
+        }
+        _ => Err(format!(
+            "observation {} / action {}{}: the runner acts on state policies ({STATE_OBS_DIM} / \
+             {ACTION_DIM}) and rgb image policies ({PROPRIO_OBS_DIM} / {ACTION_DIM} and an encoder)",
+            spec.obs_dim,
+            spec.act_dim,
+            spec.encoder.as_ref().map_or(String::new(), |e| format!(
+                ", an encoder of {} channels",
+                e.channels
+            )),
+        )),
+    }
+}
+
+/// An rgb8 frame as the policy's channel-first bytes, if it has the expected size.
+fn chw(img: &Image, height: usize, width: usize, out: &mut Vec<u8>) -> bool {
+    let (h, w) = (img.height as usize, img.width as usize);
+    if img.encoding != "rgb8" || h != height || w != width || img.data.len() < 3 * h * w {
+        return false;
+    }
+    let n = h * w;
+    out.clear();
+    out.resize(3 * n, 0);
+    let stride = (img.step as usize).max(3 * w);
+    for y in 0..h {
+        let row = img.data.get(y * stride..y * stride + 3 * w);
+        let Some(row) = row else { return false };
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            for (c, v) in px.iter().enumerate() {
+                out[c * n + y * w + x] = *v;
+            }
+        }
+    }
+    true
 }
 
 impl PolicyRunnerParams {
@@ -164,6 +231,8 @@ pub struct RunnerStats {
     pub teleop_steps: u64,
     pub swaps: u64,
     pub rejected_updates: u64,
+    /// Camera frames an image policy could not use (encoding or size).
+    pub bad_images: u64,
     pub version: u64,
     /// Observation read → action published, microseconds, per acting tick.
     pub obs_to_action_us: Vec<f32>,
@@ -174,7 +243,8 @@ pub struct RunnerStats {
 }
 
 struct Pending {
-    obs: [f32; STATE_OBS_DIM],
+    obs: Vec<f32>,
+    image: Vec<u8>,
     action: [f32; ACTION_DIM],
     stamp: Time,
     task: u8,
@@ -184,7 +254,7 @@ struct Pending {
     intervention: bool,
     /// The observation that followed, when it was taken before the step could be published
     /// (the episode ended and the arm went home first).
-    next: Option<([f32; STATE_OBS_DIM], Time)>,
+    next: Option<(Vec<f32>, Vec<u8>, Time)>,
 }
 
 pub struct PolicyRunner {
@@ -193,10 +263,13 @@ pub struct PolicyRunner {
     period: Duration,
     fk: ToolFk,
     policy: Option<PolicyHandle>,
+    /// What the acting policy observes.
+    sees: Sees,
     mode: ActMode,
     rng: rand::rngs::StdRng,
     joints: Subscription<JointState>,
     object: Subscription<PoseStamped>,
+    image: Subscription<Image>,
     phase: Subscription<EpisodePhase>,
     updates: Subscription<PolicyUpdate>,
     teleop: Subscription<Action>,
@@ -208,6 +281,7 @@ pub struct PolicyRunner {
     last_phase: Option<EpisodePhase>,
     last_js: Option<Arc<JointState>>,
     last_obj: Option<Arc<PoseStamped>>,
+    last_img: Option<Arc<Image>>,
     last_tick: Option<Instant>,
     last_state_stamp: Option<Time>,
     episode: Option<u64>,
@@ -223,24 +297,15 @@ impl PolicyRunner {
         bus: &NodeHandle,
     ) -> Result<Self> {
         use rand::SeedableRng;
-        let policy = match &p.policy {
+        let (policy, sees) = match &p.policy {
             Some(path) => {
                 let policy = load_policy(&name, path)?;
-                let spec = &policy.spec;
-                if spec.obs_dim != STATE_OBS_DIM || spec.act_dim != ACTION_DIM {
-                    return Err(Error::node(
-                        &name,
-                        format!(
-                            "params.policy {}: observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
-                            path.display(),
-                            spec.obs_dim,
-                            spec.act_dim
-                        ),
-                    ));
-                }
-                Some(PolicyHandle::new(policy, p.seed))
+                let sees = sees(&policy.spec).map_err(|e| {
+                    Error::node(&name, format!("params.policy {}: {e}", path.display()))
+                })?;
+                (Some(PolicyHandle::new(policy, p.seed)), sees)
             }
-            None => None,
+            None => (None, Sees::State),
         };
         let version = policy.as_ref().map_or(0, |h| h.version());
         let fk = ToolFk::new(
@@ -255,6 +320,7 @@ impl PolicyRunner {
         Ok(Self {
             fk,
             policy,
+            sees,
             mode: if p.mode == "deterministic" {
                 ActMode::Deterministic
             } else {
@@ -263,6 +329,7 @@ impl PolicyRunner {
             rng: rand::rngs::StdRng::seed_from_u64(p.seed ^ 0x7e57),
             joints: bus.subscribe("/joint_states", latest)?,
             object: bus.subscribe_quiet(&p.object_topic, latest)?,
+            image: bus.subscribe_quiet(&p.image_topic, latest)?,
             phase: bus.subscribe_quiet("/rft/phase", latest)?,
             updates: bus.subscribe_quiet("/rft/policy", latest)?,
             teleop: bus.subscribe_quiet("/rft/teleop", latest)?,
@@ -273,6 +340,7 @@ impl PolicyRunner {
             last_phase: None,
             last_js: None,
             last_obj: None,
+            last_img: None,
             last_tick: None,
             last_state_stamp: None,
             episode: None,
@@ -304,30 +372,25 @@ impl PolicyRunner {
             return;
         }
         let t = Instant::now();
-        let ok = if !u.sha256.is_empty()
-            && rft_policies::checkpoint::sha256_hex(&u.data) != u.sha256
-        {
-            Err("sha256 does not match the bytes".to_string())
-        } else {
-            match &self.policy {
+        let ok =
+            if !u.sha256.is_empty() && rft_policies::checkpoint::sha256_hex(&u.data) != u.sha256 {
+                Err("sha256 does not match the bytes".to_string())
+            } else {
+                match &self.policy {
                     Some(h) => h.swap(&u.data).map_err(|e| e.to_string()),
                     // The first policy of a runner that started without one.
                     None => InferencePolicy::from_bytes(&u.data)
                         .map_err(|e| e.to_string())
                         .and_then(|p| {
-                            if p.spec.obs_dim != STATE_OBS_DIM || p.spec.act_dim != ACTION_DIM {
-                                return Err(format!(
-                                    "observation {} / action {}, the state runner needs {STATE_OBS_DIM} / {ACTION_DIM}",
-                                    p.spec.obs_dim, p.spec.act_dim
-                                ));
-                            }
+                            let s = sees(&p.spec)?;
                             let h = PolicyHandle::new(p, self.p.seed);
                             let v = h.version();
                             self.policy = Some(h);
+                            self.sees = s;
                             Ok(v)
                         }),
                 }
-        };
+            };
         let us = t.elapsed().as_secs_f32() * 1e6;
         match ok {
             Ok(v) => self.with_stats(|s| {
@@ -413,22 +476,55 @@ impl Node for PolicyRunner {
         if let Some(m) = self.object.latest() {
             self.last_obj = Some(m);
         }
-        let (Some(js), Some(obj)) = (self.last_js.clone(), self.last_obj.clone()) else {
-            self.with_stats(|s| s.stale_obs += 1);
-            return Ok(());
-        };
-        let (ts, to) = (js.header.stamp.as_nanos(), obj.header.stamp.as_nanos());
-        let now = ctx.now.as_nanos();
-        if (ts - to).abs() > max_age || now - ts > max_age {
-            self.with_stats(|s| s.stale_obs += 1);
-            return Ok(());
+        if let Some(m) = self.image.latest() {
+            self.last_img = Some(m);
         }
-        let Some(tcp) = self.fk.tcp(&js) else {
+        let now = ctx.now.as_nanos();
+        let Some(js) = self.last_js.clone() else {
             self.with_stats(|s| s.stale_obs += 1);
             return Ok(());
         };
-        let mut obs = [0.0f32; STATE_OBS_DIM];
-        state_obs(&tcp, &iso(&obj), self.fk.gripper_opening(&js), &mut obs);
+        let ts = js.header.stamp.as_nanos();
+        // The other half of the observation: the object's pose, or the policy's camera.
+        let other = match self.sees {
+            Sees::State => self.last_obj.as_ref().map(|o| o.header.stamp.as_nanos()),
+            Sees::Image { .. } => self.last_img.as_ref().map(|i| i.header.stamp.as_nanos()),
+        };
+        let fresh = other.is_some_and(|to| (ts - to).abs() <= max_age) && now - ts <= max_age;
+        let tcp = if fresh { self.fk.tcp(&js) } else { None };
+        let Some(tcp) = tcp else {
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        };
+        let mut obs = Vec::with_capacity(STATE_OBS_DIM);
+        let mut image = Vec::new();
+        match (self.sees, &self.last_obj, &self.last_img) {
+            (Sees::State, Some(obj), _) => {
+                let mut o = [0.0f32; STATE_OBS_DIM];
+                state_obs(&tcp, &iso(obj), self.fk.gripper_opening(&js), &mut o);
+                obs.extend_from_slice(&o);
+            }
+            (Sees::Image { height, width }, _, Some(img)) => {
+                if !chw(img, height, width, &mut image) {
+                    let n = self.with_stats(|s| {
+                        s.stale_obs += 1;
+                        s.bad_images += 1;
+                        s.bad_images
+                    });
+                    if n.is_power_of_two() {
+                        tracing::warn!(node = %self.name, topic = %self.p.image_topic, encoding = %img.encoding, width = img.width, height = img.height, want = %format!("rgb8 {width}×{height}"), dropped = n, "camera frame does not fit the policy's encoder");
+                    }
+                    return Ok(());
+                }
+                let mut o = [0.0f32; PROPRIO_OBS_DIM];
+                proprio_obs(&tcp, self.fk.gripper_opening(&js), &mut o);
+                obs.extend_from_slice(&o);
+            }
+            _ => {
+                self.with_stats(|s| s.stale_obs += 1);
+                return Ok(());
+            }
+        }
         let stamp = js.header.stamp;
         if self.last_state_stamp == Some(stamp) {
             // No new state since the last tick: nothing new to act on.
@@ -444,7 +540,7 @@ impl Node for PolicyRunner {
         }
         if phase == PHASE_SWITCHING {
             if let Some(p) = self.pending.as_mut() {
-                p.next.get_or_insert((obs, stamp));
+                p.next.get_or_insert((obs, image, stamp));
             }
             self.with_stats(|s| s.switching_ticks += 1);
             return Ok(());
@@ -457,7 +553,10 @@ impl Node for PolicyRunner {
                     .last_phase
                     .as_ref()
                     .is_some_and(|p| matches!(p.reason.as_str(), "success" | "success_at_home"));
-            let (next_obs, next_obs_stamp) = prev.next.unwrap_or((obs, stamp));
+            let (next_obs, next_image, next_obs_stamp) = match prev.next {
+                Some(n) => n,
+                None => (obs.clone(), image.clone(), stamp),
+            };
             self.transition_out.publish(Transition {
                 header: Header {
                     stamp: prev.stamp,
@@ -466,15 +565,17 @@ impl Node for PolicyRunner {
                 episode_id: prev.episode,
                 task_id: prev.task,
                 step: prev.step,
-                obs: prev.obs.to_vec(),
+                obs: prev.obs,
                 action: prev.action.to_vec(),
-                next_obs: next_obs.to_vec(),
+                next_obs,
                 next_obs_stamp,
                 done: success,
                 truncated: ended && !success,
                 intervention: prev.intervention,
                 safety_override: false,
                 policy_version: prev.version,
+                image: prev.image,
+                next_image,
             })?;
             self.with_stats(|s| s.transitions += 1);
         }
@@ -502,6 +603,7 @@ impl Node for PolicyRunner {
             self.with_stats(|s| s.teleop_steps += 1);
             true
         } else if let Some(policy) = &mut self.policy {
+            let img = (!image.is_empty()).then_some(image.as_slice());
             let explore_std = if phase_std > 0.0 {
                 phase_std
             } else {
@@ -510,7 +612,7 @@ impl Node for PolicyRunner {
             if explore_std > 0.0 {
                 use rand::Rng;
                 policy
-                    .act(&obs, task, None, ActMode::Deterministic, &mut a)
+                    .act(&obs, task, img, ActMode::Deterministic, &mut a)
                     .map_err(|e| Error::node(&self.name, e))?;
                 for x in &mut a {
                     let n: f64 = self.rng.sample(rand_distr::StandardNormal);
@@ -518,7 +620,7 @@ impl Node for PolicyRunner {
                 }
             } else {
                 policy
-                    .act(&obs, task, None, self.mode, &mut a)
+                    .act(&obs, task, img, self.mode, &mut a)
                     .map_err(|e| Error::node(&self.name, e))?;
             }
             self.publish_action(stamp, &a, &tcp)?;
@@ -532,6 +634,7 @@ impl Node for PolicyRunner {
         let us = t0.elapsed().as_secs_f32() * 1e6;
         self.pending = Some(Pending {
             obs,
+            image,
             action: a,
             stamp,
             task,

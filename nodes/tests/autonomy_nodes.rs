@@ -1421,3 +1421,124 @@ fn a_phase_that_asks_for_exploration_noise_overrides_the_runners_own() {
         own.len()
     );
 }
+
+#[test]
+fn an_image_policy_acts_on_its_camera_and_the_learner_trains_on_the_frames() {
+    // A policy with an image encoder (the pipeline's `plant.observation = "image"`): the runner
+    // observes the tool pose and gripper (6 values) and the newest frame of the policy's camera
+    // (a second simulated camera, 32×32), and each transition carries the frames at its
+    // observation and next observation, channel-first, byte for byte as the camera sent them.
+    // The learner's buffer holds those frames with each rewarded transition, and it trains.
+    let a = artifacts();
+    let dev = candle_core::Device::Cpu;
+    let mut cfg = rft_policies::AgentConfig::preset(rft_policies::Algorithm::Sac, 6, 4);
+    cfg.num_tasks = 2;
+    cfg.hidden = vec![32, 32];
+    cfg.batch_size = 16;
+    cfg.encoder = Some(rft_policies::nets::EncoderConfig {
+        height: 32,
+        width: 32,
+        stages: vec![8, 16],
+        feature_dim: 16,
+        ..Default::default()
+    });
+    let agent = Agent::new(cfg, &dev).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let init = dirs.path().join("image-init");
+    checkpoint::save(&init, &agent, None, 0, 1, serde_json::json!({}), 2).unwrap();
+    let out = dirs.path().join("learner");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/loop_test.toml");
+    let l = launch::parse(
+        &rft_nodes::registry(),
+        &path,
+        &launch_text(&a, 4.0),
+        &[
+            "clock.executor=\"lockstep\"".into(),
+            "nodes.0.params.cameras=[{ name = \"camera\", width = 64, height = 64, rate_hz = 10 }, { name = \"policy_camera\", width = 32, height = 32, rate_hz = 10, depth = false }]".into(),
+            format!("nodes.2.params.policy=\"{}\"", init.display()),
+            format!("nodes.5.params.init=\"{}\"", init.display()),
+            format!("nodes.5.params.out=\"{}\"", out.display()),
+        ],
+    )
+    .unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let prepared = app::prepare_in(&l, None, Some(runs.path().to_path_buf())).unwrap();
+    let test = prepared.bus.simple_node("observer").unwrap();
+    let q = QueueConfig::drop_oldest(100_000);
+    let frames: Subscription<rft_msgs::Image> =
+        test.subscribe("/policy_camera/color/image_raw", q).unwrap();
+    let transitions: Subscription<Transition> = test.subscribe("/rft/transition", q).unwrap();
+    let report = app::run(prepared, |_| {}).unwrap();
+    for n in &report.nodes {
+        assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
+    }
+    let frames: BTreeMap<i64, Vec<u8>> = frames
+        .drain()
+        .iter()
+        .map(|f| {
+            assert_eq!((f.width, f.height, f.encoding.as_str()), (32, 32, "rgb8"));
+            // Channel-first, as the policy's encoder takes it.
+            let n = 32 * 32;
+            let mut chw = vec![0u8; 3 * n];
+            for (i, px) in f.data.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    chw[c * n + i] = px[c];
+                }
+            }
+            (f.header.stamp.as_nanos(), chw)
+        })
+        .collect();
+    let nearest = |at: i64| -> &Vec<u8> {
+        frames
+            .iter()
+            .filter(|(k, _)| (**k - at).abs() <= 150_000_000)
+            .min_by_key(|(k, _)| (**k - at).abs())
+            .map(|(_, v)| v)
+            .expect("a policy camera frame within 150 ms of the observation")
+    };
+    let transitions = transitions.drain();
+    assert!(transitions.len() >= 20, "{} transitions", transitions.len());
+    let mut distinct = std::collections::BTreeSet::new();
+    for t in transitions.iter() {
+        assert_eq!(
+            (t.obs.len(), t.next_obs.len()),
+            (6, 6),
+            "proprioception only"
+        );
+        assert_eq!(
+            &t.image,
+            nearest(t.header.stamp.as_nanos()),
+            "step {}",
+            t.step
+        );
+        assert_eq!(
+            &t.next_image,
+            nearest(t.next_obs_stamp.as_nanos()),
+            "step {}",
+            t.step
+        );
+        distinct.insert(t.image.clone());
+    }
+    assert!(
+        distinct.len() > 5,
+        "the frames do not change as the arm moves"
+    );
+    let ckpt = checkpoint::load_latest(&out.join("checkpoints"), None, &dev)
+        .unwrap()
+        .expect("the learner checkpoints at shutdown");
+    let buffer = ckpt.replay.expect("with its replay buffer");
+    let shape = buffer.image.expect("the buffer holds images");
+    assert_eq!((shape.channels, shape.height, shape.width), (3, 32, 32));
+    assert!(buffer.len() >= 10, "{} rewarded transitions", buffer.len());
+    // Every row's frames are those of a published transition with the same observation.
+    for row in 0..buffer.len() {
+        let (img, next) = buffer.images_of(row).unwrap();
+        assert!(
+            transitions
+                .iter()
+                .any(|t| t.image == img && t.next_image == next),
+            "buffer row {row} holds frames no transition carried"
+        );
+    }
+    assert!(ckpt.agent.steps > 0, "the learner trained on the frames");
+}

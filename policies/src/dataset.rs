@@ -264,16 +264,23 @@ pub fn episodes_from_mcap(
             continue;
         };
         let (od, ad) = (first.obs.len(), first.action.len());
+        // An image policy's steps carry its camera frames: one per observation.
+        let (imaged, il) = (!first.image.is_empty(), first.image.len());
         let mut ep = Episode {
             task_id: first.task_id,
             ..Default::default()
         };
         for (k, (t, (r, success))) in steps.iter().enumerate() {
-            if t.obs.len() != od || t.next_obs.len() != od || t.action.len() != ad {
+            let images_fit = if imaged {
+                t.image.len() == il && t.next_image.len() == il
+            } else {
+                t.image.is_empty() && t.next_image.is_empty()
+            };
+            if t.obs.len() != od || t.next_obs.len() != od || t.action.len() != ad || !images_fit {
                 return Err(Error::dataset(
                     path,
                     format!(
-                        "episode {id} step {}: observation/action sizes change",
+                        "episode {id} step {}: observation/action/image sizes change",
                         t.step
                     ),
                 ));
@@ -285,14 +292,23 @@ pub fn episodes_from_mcap(
                 episodes.push(prev);
                 ep.task_id = t.task_id;
                 ep.obs.push(t.obs.clone());
+                if imaged {
+                    ep.images.push(t.image.clone());
+                }
             } else if k == 0 {
                 ep.obs.push(t.obs.clone());
+                if imaged {
+                    ep.images.push(t.image.clone());
+                }
             }
             ep.actions.push(t.action.clone());
             ep.rewards.push(*r);
             ep.interventions.push(t.intervention);
             ep.safety_overrides.push(t.safety_override);
             ep.obs.push(t.next_obs.clone());
+            if imaged {
+                ep.images.push(t.next_image.clone());
+            }
             if *success {
                 ep.terminated = true;
                 stats.after_success += steps.len() - k - 1;

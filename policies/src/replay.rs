@@ -253,6 +253,17 @@ impl ReplayBuffer {
         (self.reward[s], self.task[s])
     }
 
+    /// The image and next image of stored transition `i` (0 = oldest), when the buffer holds
+    /// images.
+    pub fn images_of(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        let n = self.image?.len();
+        let s = self.slot(i);
+        Some((
+            self.images.get(s * n..(s + 1) * n)?,
+            self.next_images.get(s * n..(s + 1) * n)?,
+        ))
+    }
+
     fn slot(&self, i: usize) -> usize {
         if self.len < self.capacity {
             i
