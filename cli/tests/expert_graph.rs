@@ -115,18 +115,25 @@ params = {{ topics = ["/rft/transition", "/rft/reward", "/rft/phase"] }}
 
 struct Run {
     phases: Vec<EpisodePhase>,
+    rewards: Vec<rft_msgs::Reward>,
+    /// The simulator's ground-truth success: (metric name, stamp ns) → success.
+    truth: std::collections::BTreeMap<(String, i64), bool>,
     poses: Vec<PoseStamped>,
     mcap: PathBuf,
     _runs: tempfile::TempDir,
 }
 
 fn run(clf: &[PathBuf; 2], duration_s: f64, expert: bool) -> Run {
+    run_with(clf, duration_s, expert, &[])
+}
+
+fn run_with(clf: &[PathBuf; 2], duration_s: f64, expert: bool, sets: &[String]) -> Run {
     let path = root().join("launch/expert_graph.toml");
     let l = launch::parse(
         &rft_nodes::registry(),
         &path,
         &launch_text(clf, duration_s, expert),
-        &[],
+        sets,
     )
     .unwrap();
     let runs = tempfile::tempdir().unwrap();
@@ -136,12 +143,21 @@ fn run(clf: &[PathBuf; 2], duration_s: f64, expert: bool) -> Run {
     let q = QueueConfig::drop_oldest(1_000_000);
     let phases: Subscription<EpisodePhase> = test.subscribe("/rft/phase", q).unwrap();
     let poses: Subscription<PoseStamped> = test.subscribe("/rft/object_pose", q).unwrap();
+    let rewards: Subscription<rft_msgs::Reward> = test.subscribe("/rft/reward", q).unwrap();
+    let metrics: Subscription<rft_msgs::Metric> = test.subscribe("/rft/metrics", q).unwrap();
     let report = app::run(prepared, |_| {}).unwrap();
     for n in &report.nodes {
         assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
     }
     Run {
         phases: phases.drain().iter().map(|p| (**p).clone()).collect(),
+        rewards: rewards.drain().iter().map(|p| (**p).clone()).collect(),
+        truth: metrics
+            .drain()
+            .iter()
+            .filter(|m| m.name.ends_with("/success"))
+            .map(|m| ((m.name.clone(), m.header.stamp.as_nanos()), m.value > 0.5))
+            .collect(),
         poses: poses.drain().iter().map(|p| (**p).clone()).collect(),
         mcap: dir.join("events.mcap"),
         _runs: runs,
@@ -261,6 +277,55 @@ fn trained_classifiers_advance_the_schedule_only_on_real_success() {
     );
     let last = idle.poses.last().unwrap().header.stamp.as_nanos();
     assert!(!truly_done(&idle.poses, last, Direction::Forward));
+}
+
+#[test]
+fn ground_truth_rewards_are_the_simulators_answer_frame_by_frame() {
+    // The ablation (`classifiers = [{ kind = "ground_truth" }]`): no classifier is loaded
+    // (the weights named in the launch file do not exist), each frame's success probability is
+    // the simulator's ground truth for the episode's direction at the frame's stamp, and the
+    // schedule advances on it: with the expert driving, forward and backward episodes end in
+    // success, each with the cube really in the goal (and at rest: the simulator's success).
+    let missing = PathBuf::from("/nonexistent/reward.safetensors");
+    let driven = run_with(
+        &[missing.clone(), missing],
+        40.0,
+        true,
+        &["nodes.2.params.classifiers=[{ kind = \"ground_truth\" }]".to_string()],
+    );
+    assert!(
+        driven.rewards.len() > 300,
+        "{} rewards",
+        driven.rewards.len()
+    );
+    let (mut yes, mut no) = (0, 0);
+    for r in &driven.rewards {
+        assert_eq!(r.source, "ground_truth:push", "{r:?}");
+        assert!(r.valid, "{r:?}");
+        let dir = if r.task_id == 0 {
+            "forward"
+        } else {
+            "backward"
+        };
+        let truth = driven.truth[&(format!("sim/push/{dir}/success"), r.header.stamp.as_nanos())];
+        assert_eq!(r.success_prob, if truth { 1.0 } else { 0.0 }, "{r:?}");
+        if truth {
+            yes += 1;
+        } else {
+            no += 1;
+        }
+    }
+    assert!(yes > 0 && no > 0, "{yes} true and {no} false frames");
+    let e = ends(&driven.phases);
+    let successes: Vec<_> = e.iter().filter(|x| x.2 == "success").collect();
+    assert!(
+        successes.iter().any(|x| x.1 == Direction::Forward)
+            && successes.iter().any(|x| x.1 == Direction::Backward),
+        "{e:?}"
+    );
+    for (t, dir, _) in &successes {
+        assert!(truly_done(&driven.poses, *t, *dir), "{dir:?} at {t} ns");
+    }
 }
 
 fn eval_launch(duration_s: f64, expert: bool, episodes: usize, max_s: f64) -> String {

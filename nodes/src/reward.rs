@@ -5,14 +5,18 @@
 //!
 //! A classifier that cannot answer (VLM endpoint down, bad frame) never yields a made-up
 //! reward: the message goes out with `valid = false` and the node keeps running.
+//!
+//! `{ kind = "ground_truth" }` is an ablation for simulation only: success is the simulator's
+//! ground truth for the frame (`/rft/metrics`, `sim/<task>/<dir>/success`), what a perfect
+//! classifier would say, so a run can tell reward errors from learning errors.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nalgebra::{Point3, Vector3};
 use rft_msgs::{
-    Action, CameraInfo, EpisodePhase, Header, Image, JointState, PoseStamped, Reward, SafetyStatus,
-    Time,
+    Action, CameraInfo, EpisodePhase, Header, Image, JointState, Metric, PoseStamped, Reward,
+    SafetyStatus, Time,
 };
 use rft_rewards::clip::{ClipClassifier, ClipImageModel, LogisticProbe};
 use rft_rewards::fusion::{FusionConfig, RewardInputs};
@@ -51,6 +55,23 @@ pub enum ClassifierSpec {
     },
     /// Any OpenAI-compatible chat-completions endpoint with image input.
     Vlm(VlmConfig),
+    /// Simulation only, an ablation: success is the simulator's ground truth at the frame's
+    /// stamp (`/rft/metrics`, `sim/<task>/<dir>/success`; forward for task 0, backward for
+    /// task 1), never a classifier's answer. Named alone: it serves every task.
+    GroundTruth {
+        #[serde(default = "default_truth_task")]
+        task: TaskKind,
+        /// The ground truth must be at most this far from the frame's stamp.
+        #[serde(default = "default_truth_age_ms")]
+        max_age_ms: f64,
+    },
+}
+
+fn default_truth_task() -> TaskKind {
+    TaskKind::Push
+}
+fn default_truth_age_ms() -> f64 {
+    150.0
 }
 
 /// Where the dense term's waypoints come from.
@@ -166,9 +187,21 @@ impl RewardParams {
             .validate()
             .map_err(|e| ConfigError::new("fusion".to_string(), e.to_string()))?;
         for (i, c) in self.classifiers.iter().enumerate() {
-            if let ClassifierSpec::Vlm(v) = c {
-                v.validate()
-                    .map_err(|e| ConfigError::new(format!("classifiers.{i}"), e.to_string()))?;
+            match c {
+                ClassifierSpec::Vlm(v) => v
+                    .validate()
+                    .map_err(|e| ConfigError::new(format!("classifiers.{i}"), e.to_string()))?,
+                ClassifierSpec::GroundTruth { max_age_ms, .. } => {
+                    check(self.classifiers.len() == 1, "classifiers", || {
+                        "ground_truth serves every task: name it alone".into()
+                    })?;
+                    check(
+                        max_age_ms.is_finite() && *max_age_ms > 0.0,
+                        &format!("classifiers.{i}.max_age_ms"),
+                        || format!("{max_age_ms} must be positive"),
+                    )?;
+                }
+                _ => {}
             }
         }
         let needs_tool = match &self.keypoints {
@@ -198,6 +231,8 @@ pub struct RewardNode {
     p: RewardParams,
     period: Duration,
     classifiers: Vec<Box<dyn SuccessClassifier>>,
+    /// The ground-truth ablation, in place of the classifiers.
+    truth: Option<Truth>,
     chain: Option<Chain>,
     proposer: Option<KeypointProposer>,
     image: Subscription<Image>,
@@ -221,6 +256,38 @@ pub struct RewardNode {
     last_js: Option<std::sync::Arc<JointState>>,
     last_object: Option<std::sync::Arc<PoseStamped>>,
     counts: RewardCounts,
+}
+
+/// The simulator's ground truth as the success signal (the `ground_truth` ablation).
+struct Truth {
+    metrics: Subscription<Metric>,
+    /// The success metric's name per task id (forward, backward).
+    names: [String; 2],
+    /// The newest sample per task id: (stamp ns, success).
+    newest: [Option<(i64, bool)>; 2],
+    max_age_ns: i64,
+    source: String,
+}
+
+impl Truth {
+    /// Success at `stamp_ns` for `task_id`, if a sample is close enough.
+    fn at(&mut self, task_id: u8, stamp_ns: i64) -> std::result::Result<f32, rft_rewards::Error> {
+        for m in self.metrics.drain() {
+            if let Some(i) = self.names.iter().position(|n| *n == m.name) {
+                self.newest[i] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
+            }
+        }
+        match self.newest[usize::from(task_id).min(1)] {
+            Some((at, yes)) if (at - stamp_ns).abs() <= self.max_age_ns => {
+                Ok(if yes { 1.0 } else { 0.0 })
+            }
+            _ => Err(rft_rewards::Error::Frame(format!(
+                "no ground truth ({}) within {} ms of the frame",
+                self.names[usize::from(task_id).min(1)],
+                self.max_age_ns / 1_000_000
+            ))),
+        }
+    }
 }
 
 fn load_classifier(node: &str, c: &ClassifierSpec) -> Result<Box<dyn SuccessClassifier>> {
@@ -257,16 +324,39 @@ fn load_classifier(node: &str, c: &ClassifierSpec) -> Result<Box<dyn SuccessClas
             Box::new(ClipClassifier { model, probe })
         }
         ClassifierSpec::Vlm(v) => Box::new(VlmClient::new(v.clone()).map_err(cfg_err)?),
+        ClassifierSpec::GroundTruth { .. } => {
+            return Err(Error::node(
+                node,
+                "params.classifiers: ground_truth is not a model".to_string(),
+            ));
+        }
     })
 }
 
 impl RewardNode {
     pub fn new(name: String, p: RewardParams, period: Duration, bus: &NodeHandle) -> Result<Self> {
-        let classifiers = p
-            .classifiers
-            .iter()
-            .map(|c| load_classifier(&name, c))
-            .collect::<Result<Vec<_>>>()?;
+        let truth = match p.classifiers.first() {
+            Some(ClassifierSpec::GroundTruth { task, max_age_ms }) => {
+                tracing::warn!(node = %name, "ABLATION: success from the simulator's ground truth, not a classifier");
+                Some(Truth {
+                    metrics: bus.subscribe_quiet("/rft/metrics", QueueConfig::drop_oldest(1024))?,
+                    names: [rft_sim::Direction::Forward, rft_sim::Direction::Backward]
+                        .map(|d| format!("sim/{}/{}/success", task.name(), d.name())),
+                    newest: [None, None],
+                    max_age_ns: (max_age_ms * 1e6) as i64,
+                    source: format!("ground_truth:{}", task.name()),
+                })
+            }
+            _ => None,
+        };
+        let classifiers = if truth.is_some() {
+            Vec::new()
+        } else {
+            p.classifiers
+                .iter()
+                .map(|c| load_classifier(&name, c))
+                .collect::<Result<Vec<_>>>()?
+        };
         let chain =
             match &p.urdf {
                 Some(u) => Some(Chain::from_urdf_file(u, &p.base_link, &p.tcp_link).map_err(
@@ -302,6 +392,7 @@ impl RewardNode {
             ),
             need_waypoints: !matches!(p.keypoints, KeypointSpec::None),
             classifiers,
+            truth,
             chain,
             proposer,
             name,
@@ -332,7 +423,14 @@ impl RewardNode {
     }
 
     fn classifier_index(&self) -> usize {
-        usize::from(self.task_id).min(self.classifiers.len() - 1)
+        usize::from(self.task_id).min(self.classifiers.len().saturating_sub(1))
+    }
+
+    /// The success threshold of the current task's classifier (0.5 for ground truth).
+    fn threshold(&self) -> f32 {
+        self.classifiers
+            .get(self.classifier_index())
+            .map_or(0.5, |c| c.threshold())
     }
 
     fn task_text(&self) -> String {
@@ -345,7 +443,7 @@ impl RewardNode {
 
     /// A new task or episode: debouncing and waypoints start over.
     fn start_phase(&mut self) {
-        let t = self.classifiers[self.classifier_index()].threshold();
+        let t = self.threshold();
         self.debouncer = Debouncer::new(t, self.p.consecutive);
         self.scorer = None;
         self.need_waypoints = !matches!(self.p.keypoints, KeypointSpec::None);
@@ -494,7 +592,9 @@ impl Node for RewardNode {
         self.last_stamp = Some(frame.header.stamp);
         let task = self.task_text();
         let idx = self.classifier_index();
-        let prob = if frame.encoding == "rgb8" {
+        let prob = if let Some(truth) = &mut self.truth {
+            truth.at(self.task_id, frame.header.stamp.as_nanos())
+        } else if frame.encoding == "rgb8" {
             ImageRef::new(frame.width, frame.height, &frame.data)
                 .and_then(|img| self.classifiers[idx].predict(&[img], &task))
                 .and_then(|v| {
@@ -565,7 +665,11 @@ impl Node for RewardNode {
             success,
             dense: dense.unwrap_or(0.0),
             reward: if valid { reward } else { 0.0 },
-            source: self.classifiers[idx].name(),
+            source: match (&self.truth, self.classifiers.get(idx)) {
+                (Some(t), _) => t.source.clone(),
+                (None, Some(c)) => c.name(),
+                (None, None) => String::new(),
+            },
             valid,
         })?;
         self.counts.published += 1;
@@ -591,7 +695,7 @@ impl NodeKind for RewardParams {
                     v.push(model_dir);
                     v.push(probe);
                 }
-                ClassifierSpec::Vlm(_) => {}
+                ClassifierSpec::Vlm(_) | ClassifierSpec::GroundTruth { .. } => {}
             }
         }
         v

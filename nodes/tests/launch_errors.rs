@@ -145,6 +145,14 @@ fn other_checks() {
         "nodes[0].params.schedule.verify_at_home",
         "pipeline's sim loop only",
     );
+    // The ground-truth ablation replaces the classifiers; it is not one of several.
+    assert_names(
+        &err(
+            "name = \"t\"\n[[nodes]]\nname = \"r\"\nkind = \"reward\"\nparams = { classifiers = [{ kind = \"ground_truth\" }, { kind = \"cnn\", weights = \"w.safetensors\" }] }\n",
+        ),
+        "nodes[0].params.classifiers",
+        "name it alone",
+    );
     // A second look needs the arm home.
     assert_names(
         &err(
