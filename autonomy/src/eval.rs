@@ -206,6 +206,16 @@ pub fn evaluate(
     })
 }
 
+/// The `q` quantile of `v` (nearest rank; NaN when empty).
+pub fn pct(v: &[f32], q: f64) -> f32 {
+    if v.is_empty() {
+        return f32::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f32::total_cmp);
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
-//! The full pipeline from zero on the simulated push task: (1) scripted demos, (2) the success
+//! The offline stages from zero on the simulated push task: (1) scripted demos, (2) the success
 //! classifiers trained on labelled frames of scripted demos, (3) Cal-QL pre-training of one
-//! task-conditioned policy for both directions, (4) reset-free fine-tuning with rewards from
-//! the classifiers only, (5) evaluation against ground truth. Each stage writes its artifacts
-//! under the run directory; a stage given an existing artifact skips its work.
+//! task-conditioned policy for both directions, (4) evaluation against ground truth. Each stage
+//! writes its artifacts under the run directory; a stage given an existing artifact skips its
+//! work. Reset-free fine-tuning is not a stage: the launch file's node graph does it (the
+//! robot's own loop), and [`evaluate_after_launch`] scores what its learner left.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use super::action::ACTION_DIM;
 use super::demos::{DemoConfig, collect, successes};
 use super::eval::{EvalResult, evaluate};
-use super::finetune::{Classifiers, FinetuneConfig, FinetuneLog, RunFiles, finetune, write_json};
 use super::plant::{PlantConfig, SimPlant};
 use rft_config::ConfigError;
 use rft_policies::nets::EncoderConfig;
@@ -53,7 +53,7 @@ pub struct RewardStageConfig {
     pub hold_s: f64,
     /// After the hold the arm goes home and the scene is recorded this long there (see
     /// `DemoFramesConfig::home_s`; 0: off): frames for the loop's second look with the arm
-    /// home (`finetune.schedule.confirm_at_home`, `verify_at_home`).
+    /// home (the episode manager's `confirm_at_home`).
     pub home_s: f64,
     /// The part of the scene camera's frame the classifiers see, `[x, y, width, height]`
     /// pixels (None: the whole frame, downsized to the network's 64×64).
@@ -157,7 +157,6 @@ pub enum Stage {
     Demos,
     Reward,
     Pretrain,
-    Finetune,
     Eval,
 }
 
@@ -173,7 +172,6 @@ pub struct PipelineConfig {
     pub demos_path: Option<PathBuf>,
     pub reward: RewardStageConfig,
     pub pretrain: PretrainStageConfig,
-    pub finetune: FinetuneConfig,
     pub eval: EvalStageConfig,
 }
 
@@ -181,19 +179,12 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            stages: vec![
-                Stage::Demos,
-                Stage::Reward,
-                Stage::Pretrain,
-                Stage::Finetune,
-                Stage::Eval,
-            ],
+            stages: vec![Stage::Demos, Stage::Reward, Stage::Pretrain, Stage::Eval],
             plant: PlantConfig::default(),
             demos: DemoConfig::default(),
             demos_path: None,
             reward: RewardStageConfig::default(),
             pretrain: PretrainStageConfig::default(),
-            finetune: FinetuneConfig::default(),
             eval: EvalStageConfig::default(),
         }
     }
@@ -210,10 +201,6 @@ impl PipelineConfig {
                 "the sim loop's observation and demos are built for push".into(),
             );
         }
-        self.finetune
-            .schedule
-            .validate()
-            .map_err(|e| e.under("finetune.schedule"))?;
         let d = &self.demos;
         if d.episodes_per_direction == 0 {
             return e("demos.episodes_per_direction", "must be at least 1".into());
@@ -315,16 +302,6 @@ impl PipelineConfig {
                 return e(k, format!("{v} must be ≥ 0"));
             }
         }
-        let f = &self.finetune;
-        f.recipe
-            .validate()
-            .map_err(|e| e.under("finetune.recipe"))?;
-        if !(f.explore_std.is_finite() && (0.0..=1.0).contains(&f.explore_std)) {
-            return e(
-                "finetune.explore_std",
-                format!("{} must be in [0, 1]", f.explore_std),
-            );
-        }
         if self.reward.candidates == 0 {
             return e("reward.candidates", "must be at least 1".into());
         }
@@ -332,21 +309,6 @@ impl PipelineConfig {
             return e("eval.episodes", "must be at least 1".into());
         }
         let has = |s: Stage| self.stages.contains(&s);
-        if has(Stage::Finetune) && !has(Stage::Pretrain) && self.pretrain.checkpoint.is_none() {
-            return e(
-                "stages",
-                "finetune needs the pretrain stage or pretrain.checkpoint".into(),
-            );
-        }
-        if has(Stage::Finetune)
-            && !has(Stage::Reward)
-            && (self.reward.forward.is_none() || self.reward.backward.is_none())
-        {
-            return e(
-                "stages",
-                "finetune needs the reward stage or both reward.forward and reward.backward".into(),
-            );
-        }
         if has(Stage::Pretrain) && !has(Stage::Demos) && self.demos_path.is_none() {
             return e(
                 "stages",
@@ -378,8 +340,8 @@ pub struct PipelineSummary {
     pub reward_backward: Option<PathBuf>,
     pub pretrained: Option<PathBuf>,
     pub pretrained_eval: Option<[EvalResult; 2]>,
+    /// The fine-tuned policy (what the node graph's learner left) and its evaluation.
     pub finetuned: Option<PathBuf>,
-    pub finetune: Option<FinetuneLog>,
     pub final_eval: Option<[EvalResult; 2]>,
     pub stage_wall_s: Vec<(Stage, f64)>,
 }
@@ -390,26 +352,9 @@ fn say(msg: impl AsRef<str>) {
 }
 
 /// Runs the configured stages under `dir`.
-/// Refuses a run directory that already holds a fine-tuning run's checkpoints when the
-/// finetune stage would run: found before anything runs, not minutes in, when the first
-/// checkpoint would overwrite one.
-pub fn check_run_dir(cfg: &PipelineConfig, dir: &Path) -> crate::Result<()> {
-    let ckpts = dir.join("finetune").join("checkpoints");
-    if cfg.stages.contains(&Stage::Finetune)
-        && std::fs::read_dir(&ckpts).is_ok_and(|mut d| d.next().is_some())
-    {
-        return Err(crate::Error::Stage(format!(
-            "{} already holds a fine-tuning run's checkpoints: give the pipeline another run directory (--out), or remove that one",
-            ckpts.display()
-        )));
-    }
-    Ok(())
-}
-
 pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
     cfg.validate()
         .map_err(|e| crate::Error::Config(e.under("pipeline")))?;
-    check_run_dir(cfg, dir)?;
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let mut s = PipelineSummary::default();
     let has = |st: Stage| cfg.stages.contains(&st);
@@ -458,7 +403,6 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
         s.demos = Some(demos_file.clone());
     }
     // (2) success classifiers
-    let mut clfs: Vec<(CnnClassifier, String)> = Vec::new();
     let t = std::time::Instant::now();
     for dir_ in Direction::ALL {
         let given = match dir_ {
@@ -480,13 +424,13 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
         } else {
             continue;
         };
-        let c = CnnClassifier::load(&path, &dev)
+        // Refuses a file that is not a classifier now, not when a launch loads it.
+        CnnClassifier::load(&path, &dev)
             .context(|| format!("reward classifier {}", path.display()))?;
         match dir_ {
             Direction::Forward => s.reward_forward = Some(path),
             Direction::Backward => s.reward_backward = Some(path),
         }
-        clfs.push((c, task));
     }
     if has(Stage::Reward) && cfg.reward.forward.is_none() {
         timed(&mut s, Stage::Reward, t);
@@ -525,100 +469,6 @@ pub fn run(cfg: &PipelineConfig, dir: &Path) -> crate::Result<PipelineSummary> {
         s.pretrained_eval = Some(r);
         s.stage_wall_s
             .push((Stage::Eval, t.elapsed().as_secs_f64()));
-    }
-    // (4) reset-free fine-tuning
-    if has(Stage::Finetune) {
-        let Some(mut a) = agent.take() else {
-            return Err(crate::Error::Stage("the finetune stage needs a pre-trained policy (pretrain stage or pretrain.checkpoint)".to_string()));
-        };
-        let mut it = clfs.into_iter();
-        let (Some((f, ft)), Some((b, bt)), None) = (it.next(), it.next(), it.next()) else {
-            return Err(crate::Error::Stage("the finetune stage needs both success classifiers (reward stage or reward.forward / reward.backward)".to_string()));
-        };
-        let t = std::time::Instant::now();
-        let mut classifiers = Classifiers {
-            forward: (Box::new(f) as Box<dyn SuccessClassifier>, ft),
-            backward: (Box::new(b) as Box<dyn SuccessClassifier>, bt),
-        };
-        a.reset_optimizers()?;
-        let files = RunFiles {
-            dir: dir.join("finetune"),
-        };
-        let offline = if cfg.finetune.recipe.offline_ratio > 0.0 {
-            demos.as_ref()
-        } else {
-            None
-        };
-        let (source, heard) = if cfg.finetune.truth_rewards {
-            (
-                "ABLATION: success from ground truth, not the classifiers (finetune.truth_rewards)",
-                "true successes/episode",
-            )
-        } else {
-            (
-                "rewards from the classifiers only",
-                "classifier successes/episode",
-            )
-        };
-        say(format!(
-            "reset-free fine-tuning for {} steps ({source})",
-            cfg.finetune.steps
-        ));
-        let (log, _trained) = finetune(
-            a,
-            &mut classifiers,
-            offline,
-            &cfg.plant,
-            &cfg.finetune,
-            &files,
-            |p| {
-                let line = format!(
-                    "step {}/{}  episodes {}  forward (last 20) {}  {heard} {:.2}  learner {:.0} steps/s  eval {}  human resets {}  {:.0} s, {:.0} s left",
-                    p.step,
-                    p.total,
-                    p.episodes,
-                    p.recent_forward
-                        .map_or("–".into(), |r| format!("{:.0}%", 100.0 * r)),
-                    p.reward_rate,
-                    p.grad_steps_per_s,
-                    p.last_eval.map_or("–".into(), |(f, b)| format!(
-                        "fwd {:.0}% bwd {:.0}%",
-                        100.0 * f,
-                        100.0 * b
-                    )),
-                    p.human_resets,
-                    p.elapsed_s,
-                    p.eta_s
-                );
-                tracing::info!(target: "rft::pipeline", "{line}");
-            },
-        )?;
-        let pngs = super::report::write(&log, &files.dir.join("metrics.csv"), &dir.join("report"))?;
-        say(format!(
-            "report: {} plots in {}",
-            pngs.len(),
-            dir.join("report").display()
-        ));
-        s.finetuned = Some(files.dir.join("policy.safetensors"));
-        timed(&mut s, Stage::Finetune, t);
-        s.finetune = Some(log);
-    }
-    // (5) evaluation
-    if has(Stage::Eval)
-        && let Some(policy) = s.finetuned.as_ref()
-        && s.finetune.is_some()
-    {
-        let t = std::time::Instant::now();
-        // The policy fine-tuning published and saved (the moving average when there is one),
-        // not the actor it averaged.
-        let mut h = PolicyHandle::new(InferencePolicy::load(policy)?, 0);
-        let r = eval_policy(&mut h, cfg)?;
-        say(format!(
-            "fine-tuned policy: forward {}, backward {}",
-            r[0].rate, r[1].rate
-        ));
-        s.final_eval = Some(r);
-        timed(&mut s, Stage::Eval, t);
     }
     write_json(&dir.join("summary.json"), &s)?;
     Ok(s)
@@ -892,6 +742,15 @@ pub fn evaluate_after_launch(
         Some(rest) => run_dir.join(rest.trim_start_matches('/')),
         None => path.clone(),
     };
+    // A graph that stopped before the learner's first update leaves no checkpoint: nothing was
+    // fine-tuned, which is worth a clear line, not a failed run.
+    if !path.is_file()
+        && !path.join("policy.safetensors").is_file()
+        && checkpoint::latest(&path)?.is_none()
+    {
+        tracing::warn!(target: "rft::pipeline", path = %path.display(), "no fine-tuned policy to evaluate: the learner made no update (fewer rewarded transitions than its warmup_transitions?)");
+        return Ok(false);
+    }
     let t = std::time::Instant::now();
     let mut h = PolicyHandle::new(load_policy(&path)?, 0);
     let r = eval_policy(&mut h, cfg)?;
@@ -974,10 +833,9 @@ pub fn launch_section(table: &mut toml::Table) -> rft_config::Result<()> {
 }
 
 /// `user`'s pipeline settings laid over the defaults, key by key at every depth. Without this a
-/// partial nested table (`[finetune.schedule]` with one key, `--set finetune.schedule.X=..`
-/// with no file, or `--set 'finetune.schedule={ .. }'`) would take the nested struct's own
-/// defaults for the keys it leaves out, not the pipeline's (the fine-tuning schedule homes the
-/// arm and confirms at home; a bare `ScheduleConfig` does not).
+/// partial nested table (`[demos]` with one key, `--set demos.X=..` with no file, or
+/// `--set 'plant.action={ .. }'`) would take the nested struct's own defaults for the keys it
+/// leaves out, not the pipeline's.
 pub fn with_defaults(user: toml::Table) -> toml::Table {
     let mut table = match toml::Table::try_from(PipelineConfig::default()) {
         Ok(t) => t,
@@ -1022,6 +880,13 @@ pub fn load_policy(p: &Path) -> crate::Result<InferencePolicy> {
             .join("policy.safetensors")
     };
     InferencePolicy::load(&file).context(|| format!("loading policy {}", file.display()))
+}
+
+/// Writes `v` as pretty JSON to `path` (atomically: a crash leaves the old file).
+pub fn write_json(path: &Path, v: &impl Serialize) -> crate::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    rft_policies::store::atomic_write(path, text.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use nalgebra::{Isometry3, Vector3, Vector6};
+use nalgebra::{Isometry3, Vector6};
 use rft_safety::cbf::CbfFilter;
 use rft_safety::kinematics::DiffIk;
 use rft_sim::{Camera, Direction, Frame, Renderer, Sim, SimConfig, TaskKind, TaskStatus, Visual};
@@ -163,18 +163,7 @@ pub struct SimPlant {
     /// Safety ticks at which the filter overrode the command, over the plant's life.
     pub override_ticks: u64,
     pub qp_failures: u64,
-    /// Where a reset puts the tool (base frame), and the arm's posture there.
-    home: Vector3<f64>,
-    home_q: Vec<f64>,
 }
-
-/// Joint-space homing: proportional gain (1/s) and speed cap (rad/s) of the posture move.
-const HOME_GAIN: f64 = 2.0;
-/// Seconds the arm gets to go home with its posture after an episode the safety filter mostly
-/// overrode (`schedule.posture_reset_overridden`): measured 5.4–5.6 s of simulated time after
-/// a full episode (BENCHMARKS.md, stop 17); a wrist wound further takes more than one.
-pub const POSTURE_HOME_S: f64 = 8.0;
-const HOME_JOINT_RAD_S: f64 = 1.0;
 
 impl SimPlant {
     /// The scene for the forward task, randomised by `seed`.
@@ -216,12 +205,8 @@ impl SimPlant {
             visuals: Vec::new(),
             override_ticks: 0,
             qp_failures: 0,
-            home: Vector3::zeros(),
-            home_q: Vec::new(),
         };
         p.reset_for(seed, Direction::Forward);
-        p.home = p.tcp().translation.vector;
-        p.home_q = p.sim.q().to_vec();
         Ok(p)
     }
 
@@ -350,148 +335,11 @@ impl SimPlant {
         info
     }
 
-    /// Sends the arm home between reset-free episodes: the tool goes straight up to `clear_z`,
-    /// across and down to where a reset puts it; with `posture` the joints then go back to the
-    /// reset posture, as a robot's joint-space "home" move does (undoing the wrist's turn and
-    /// the redundant arm's drift an episode leaves behind). All through the same safety
-    /// filter, for at most `max_s` simulated seconds. Only the arm moves, never the object: no
-    /// human needed. Returns whether the tool got within 2 cm of home (and with `posture`,
-    /// every joint within 0.02 rad of the reset posture).
-    pub fn go_home(&mut self, clear_z: f64, max_s: f64, posture: bool) -> bool {
-        let home = self.home;
-        let steps = (max_s * self.cfg.control_hz).ceil() as usize;
-        let vmax = self.cfg.action.max_linear_m_s;
-        let mut used = 0;
-        while used < steps {
-            let p = self.tcp().translation.vector;
-            if (p - home).norm() < 0.02 {
-                break;
-            }
-            let v = rft_sim::expert::homing_velocity(&p, &home, clear_z, vmax);
-            let a = self.cfg.action.action_of(&v, 0.0);
-            self.apply(&a);
-            used += 1;
-        }
-        while posture && used < steps && !self.at_home_posture() {
-            self.control_period(|p| {
-                for ((u, q), h) in p.u_ref.iter_mut().zip(&p.q).zip(&p.home_q) {
-                    *u = (HOME_GAIN * (h - q)).clamp(-HOME_JOINT_RAD_S, HOME_JOINT_RAD_S);
-                }
-            });
-            used += 1;
-        }
-        // Come to rest at the posture before the next episode.
-        while posture && used < steps && self.sim.qd().iter().any(|v| v.abs() > 0.01) {
-            self.control_period(|p| p.u_ref.iter_mut().for_each(|u| *u = 0.0));
-            used += 1;
-        }
-        (self.tcp().translation.vector - home).norm() < 0.02 && (!posture || self.at_home_posture())
-    }
-
-    fn at_home_posture(&self) -> bool {
-        self.sim
-            .q()
-            .iter()
-            .zip(&self.home_q)
-            .all(|(q, h)| (q - h).abs() < 0.02)
-    }
-
     /// Renders the scene camera; rgb8, `camera_width × camera_height`.
     pub fn render(&mut self) -> &Frame {
         self.sim.visuals(&mut self.visuals);
         self.renderer
             .render(&self.visuals, &self.camera, &mut self.frame);
         &self.frame
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::obs::yaw_of;
-
-    #[test]
-    fn a_wrist_wound_to_its_limit_is_freed_by_posture_homing_only() {
-        // The loop's trap (`schedule.posture_reset_overridden`): a policy that keeps turning
-        // the wrist one way winds it to its joint limit, where the safety filter overrides
-        // every further turn, and homing the tool's position alone does not undo it.
-        let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
-        let turn = [0.0, 0.0, 0.0, 1.0];
-        let overridden =
-            |p: &mut SimPlant| (0..10).filter(|_| p.apply(&turn).safety_override).count();
-        assert_eq!(overridden(&mut p), 0, "a free wrist turns as commanded");
-        for _ in 0..100 {
-            p.apply(&turn);
-        }
-        assert!(overridden(&mut p) >= 8, "the wound wrist still turns");
-        p.go_home(0.15, 8.0, false);
-        assert!(overridden(&mut p) >= 8, "position homing freed the wrist");
-        // Posture homing as the loop runs it, once after each overridden episode: the first
-        // eight seconds free the arm from the extreme wind-up here only partly (measured: the
-        // base joint, 2.9 rad off, is held by the filter for ~12 s), later ones finish it.
-        let mut homings = 0;
-        while !p.go_home(0.15, POSTURE_HOME_S, true) {
-            homings += 1;
-            assert!(homings < 3, "posture homing is stuck: {:?}", p.sim.q());
-        }
-        assert_eq!(overridden(&mut p), 0, "posture homing left the wrist wound");
-    }
-
-    #[test]
-    fn go_home_brings_the_tool_and_the_posture_back_and_leaves_the_object() {
-        // Down and to the side, away from the cube, turning the wrist.
-        let away = || {
-            let mut p = SimPlant::new(&PlantConfig::default(), 3).unwrap();
-            let start = (
-                p.tcp().translation.vector,
-                p.sim.q().to_vec(),
-                yaw_of(&p.tcp().rotation),
-                p.object().translation.vector,
-            );
-            for _ in 0..25 {
-                p.apply(&[0.6, 0.8, -1.0, 1.0]);
-            }
-            (p, start)
-        };
-        let (mut p, (home, q0, yaw0, cube)) = away();
-        let moved = p.tcp().translation.vector;
-        assert!(
-            (moved - home).norm() > 0.15,
-            "moved {moved:?} from {home:?}"
-        );
-        let turned = yaw_of(&p.tcp().rotation);
-        assert!(
-            (turned - yaw0).abs() > 0.5,
-            "wrist turned {yaw0} -> {turned}"
-        );
-        // Position only: the tool is home, the wrist still turned.
-        assert!(
-            p.go_home(0.15, 8.0, false),
-            "home not reached: {:?}",
-            p.tcp()
-        );
-        assert!((p.tcp().translation.vector - home).norm() < 0.02);
-        let yaw = yaw_of(&p.tcp().rotation);
-        assert!((yaw - yaw0).abs() > 0.3, "wrist yaw {yaw}, reset {yaw0}");
-        // With the posture: the joints as a reset leaves them.
-        let (mut p, _) = away();
-        let t0 = p.time_s();
-        assert!(
-            p.go_home(0.15, 8.0, true),
-            "home not reached: {:?}",
-            p.tcp()
-        );
-        assert!((p.tcp().translation.vector - home).norm() < 0.02);
-        let yaw = yaw_of(&p.tcp().rotation);
-        assert!((yaw - yaw0).abs() < 0.05, "wrist yaw {yaw}, reset {yaw0}");
-        for (i, (q, h)) in p.sim.q().iter().zip(&q0).enumerate() {
-            assert!((q - h).abs() < 0.02, "joint {i} at {q}, posture {h}");
-        }
-        assert!(p.time_s() > t0, "the move takes simulated time");
-        assert!((p.object().translation.vector - cube).norm() < 1e-3);
-        // Already home: nothing to do.
-        let t1 = p.time_s();
-        assert!(p.go_home(0.15, 6.0, true));
-        assert_eq!(p.time_s(), t1);
     }
 }

@@ -61,12 +61,11 @@ pub struct ScheduleConfig {
     pub stalled_episodes: u32,
     /// A robot-side way out of a stalled scene: once this many episodes in a row have each
     /// left the object where it began, the policy acts with `stall_explore_std` of
-    /// exploration noise (instead of `finetune.explore_std`) until an episode moves the
+    /// exploration noise (instead of the policy runner's `explore_std`) until an episode moves the
     /// object again. A policy that has settled beside the object it no longer touches, with
     /// a reset that then "succeeds" at once, otherwise repeats the same two episodes (one run
     /// spent its last ~14,800 steps so). Must be below `stalled_episodes` when that is on
-    /// (the pause would come first); the pipeline's sim loop does it, the node graph does
-    /// not yet. 0 disables.
+    /// (the pause would come first). 0 disables.
     pub stall_escape: u32,
     /// Standard deviation of the exploration noise while escaping a stall (action units,
     /// (0, 1]).
@@ -77,78 +76,6 @@ pub struct ScheduleConfig {
     /// policy stops next to the object it just pushed into the goal, in the classifier's
     /// blind spot.
     pub confirm_at_home: bool,
-    /// A success the classifier reported during the episode holds only if the second look
-    /// with the arm home agrees (needs `home_s` > 0); otherwise the episode ends as
-    /// `unconfirmed`, a failure (no reward, and a reset is retried as a failed one is). The
-    /// arm next to the object is where the classifier errs. `true` verifies both tasks,
-    /// `"forward"` or `"backward"` only that one (a classifier that cannot tell the scene
-    /// with the arm home would reject that task's true successes).
-    pub verify_at_home: VerifyAtHome,
-}
-
-/// Which tasks' in-episode successes `verify_at_home` checks with the arm home. Written in a
-/// launch file as `false`, `true` (both tasks), `"forward"` or `"backward"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerifyAtHome {
-    #[default]
-    Off,
-    Forward,
-    Backward,
-    Both,
-}
-
-impl VerifyAtHome {
-    pub fn is_on(self) -> bool {
-        self != VerifyAtHome::Off
-    }
-
-    /// Whether a success of task `dir` is verified.
-    pub fn applies_to(self, dir: Direction) -> bool {
-        match self {
-            VerifyAtHome::Off => false,
-            VerifyAtHome::Both => true,
-            VerifyAtHome::Forward => dir == Direction::Forward,
-            VerifyAtHome::Backward => dir == Direction::Backward,
-        }
-    }
-}
-
-impl Serialize for VerifyAtHome {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            VerifyAtHome::Off => s.serialize_bool(false),
-            VerifyAtHome::Both => s.serialize_bool(true),
-            VerifyAtHome::Forward => s.serialize_str("forward"),
-            VerifyAtHome::Backward => s.serialize_str("backward"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for VerifyAtHome {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = VerifyAtHome;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(r#"true, false, "forward" or "backward""#)
-            }
-            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<VerifyAtHome, E> {
-                Ok(if on {
-                    VerifyAtHome::Both
-                } else {
-                    VerifyAtHome::Off
-                })
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VerifyAtHome, E> {
-                match v {
-                    "forward" => Ok(VerifyAtHome::Forward),
-                    "backward" => Ok(VerifyAtHome::Backward),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// An axis-aligned area on the table, base frame, metres.
@@ -208,7 +135,6 @@ impl Default for ScheduleConfig {
             home_s: 0.0,
             reset_retries: 2,
             confirm_at_home: false,
-            verify_at_home: VerifyAtHome::Off,
             home_posture: false,
             posture_reset_overridden: 0.0,
             reach: None,
@@ -257,7 +183,6 @@ impl ScheduleConfig {
         }
         for (k, on) in [
             ("confirm_at_home", self.confirm_at_home),
-            ("verify_at_home", self.verify_at_home.is_on()),
             ("home_posture", self.home_posture),
             (
                 "posture_reset_overridden",
@@ -331,9 +256,6 @@ pub enum EndReason {
     /// Timed out or stuck, but the classifier reported success once the arm was home
     /// (`confirm_at_home`): a true terminal state, like `Success`.
     SuccessAtHome,
-    /// The classifier reported success during the episode but not on the second look with the
-    /// arm home (`verify_at_home`): a failure.
-    Unconfirmed,
     /// The episode brought the object close to `reach`'s edge (`edge_guard_m`): a failure,
     /// stopped before the object needs a human.
     NearEdge,
@@ -347,7 +269,6 @@ impl EndReason {
             EndReason::Stuck => "stuck",
             EndReason::HumanReset => "human_reset",
             EndReason::SuccessAtHome => "success_at_home",
-            EndReason::Unconfirmed => "unconfirmed",
             EndReason::NearEdge => "near_edge",
         }
     }
@@ -390,8 +311,6 @@ pub struct Schedule {
     retries: u32,
     /// Whether the last episode's end switched the task (false: a reset retry).
     last_end_switched: bool,
-    /// Failed resets in a row before the last episode's end.
-    retries_before_end: u32,
 }
 
 impl Schedule {
@@ -409,7 +328,6 @@ impl Schedule {
             human_resets: 0,
             retries: 0,
             last_end_switched: false,
-            retries_before_end: 0,
         }
     }
 
@@ -495,7 +413,6 @@ impl Schedule {
     }
 
     fn end(&mut self, now_s: f64, reason: EndReason, moved: Vector3<f64>) -> Decision {
-        self.retries_before_end = self.retries;
         if moved.norm() < self.cfg.stuck_distance_m {
             self.stalled += 1;
             if self.cfg.stalled_episodes > 0 && self.stalled >= self.cfg.stalled_episodes {
@@ -531,22 +448,6 @@ impl Schedule {
             self.retries = 0;
             self.dir = self.dir.reverse();
             self.last_end_switched = true;
-        }
-        self.dir
-    }
-
-    /// The episode that just ended as a success was not confirmed with the arm home
-    /// (`verify_at_home`): the schedule goes on as after a failure (a reset is run again if
-    /// retries are left). Returns the task that runs next.
-    pub fn reject_success(&mut self) -> Direction {
-        let ended = self.dir.reverse();
-        if self.last_end_switched
-            && ended == Direction::Backward
-            && self.retries_before_end < self.cfg.reset_retries
-        {
-            self.retries = self.retries_before_end + 1;
-            self.dir = ended;
-            self.last_end_switched = false;
         }
         self.dir
     }
@@ -764,104 +665,26 @@ mod tests {
     }
 
     #[test]
-    fn verify_at_home_names_the_tasks_it_checks() {
-        let parse = |v: &str| {
-            toml::from_str::<ScheduleConfig>(&format!("home_s = 4.0\nverify_at_home = {v}"))
-                .map(|c| c.verify_at_home)
-        };
-        use Direction::{Backward, Forward};
-        for (text, want, fwd, bwd) in [
-            ("false", VerifyAtHome::Off, false, false),
-            ("true", VerifyAtHome::Both, true, true),
-            ("\"forward\"", VerifyAtHome::Forward, true, false),
-            ("\"backward\"", VerifyAtHome::Backward, false, true),
-        ] {
-            let v = parse(text).unwrap();
-            assert_eq!(v, want, "{text}");
-            assert_eq!((v.applies_to(Forward), v.applies_to(Backward)), (fwd, bwd));
-            // What the pipeline's defaults serialize to reads back the same.
-            let cfg = ScheduleConfig {
-                home_s: 4.0,
-                verify_at_home: v,
-                ..Default::default()
-            };
-            let back: ScheduleConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
-            assert_eq!(back, cfg);
-        }
-        let err = parse("\"both ways\"").unwrap_err().to_string();
-        assert!(
-            err.contains("both ways") && err.contains(r#""forward""#),
-            "{err}"
-        );
-        let err = parse("1").unwrap_err().to_string();
-        assert!(err.contains("verify_at_home"), "{err}");
-        let cfg = ScheduleConfig {
-            verify_at_home: VerifyAtHome::Forward,
-            ..Default::default()
-        };
-        assert_eq!(cfg.validate().unwrap_err().key, "verify_at_home");
-    }
-
-    #[test]
-    fn a_success_not_verified_at_home_goes_on_as_a_failure() {
-        let cfg = ScheduleConfig {
-            consecutive: 1,
-            timeout_s: 1.0,
-            stuck_s: 0.0,
-            reset_retries: 1,
-            home_s: 4.0,
-            verify_at_home: VerifyAtHome::Both,
-            ..Default::default()
-        };
-        assert_eq!(cfg.validate(), Ok(()));
-        let mut s = Schedule::new(cfg.clone(), Direction::Backward, 0.0);
-        let mut t = 0.0;
-        let mut tick = |s: &mut Schedule, success: bool| {
-            t += 0.1;
-            s.tick(t, Some(success), &v(0.0), &v(0.0))
-        };
-        let success = |next| Decision::End {
-            reason: EndReason::Success,
-            next,
-        };
-        // A reset's success not verified: the reset runs again (one retry left) ...
-        assert_eq!(tick(&mut s, true), success(Direction::Forward));
-        assert_eq!(s.reject_success(), Direction::Backward);
-        assert_eq!(s.direction(), Direction::Backward);
-        // ... and once the retries are spent, forward gets the scene.
-        assert_eq!(tick(&mut s, true), success(Direction::Forward));
-        assert_eq!(s.reject_success(), Direction::Forward);
-        // A forward success not verified hands over as a forward timeout would.
-        assert_eq!(tick(&mut s, true), success(Direction::Backward));
-        assert_eq!(s.reject_success(), Direction::Backward);
-        // A verified reset starts the retry count again.
-        assert_eq!(tick(&mut s, true), success(Direction::Forward));
-        assert_eq!(s.reject_success(), Direction::Backward);
-        assert_eq!(tick(&mut s, true), success(Direction::Forward));
-        assert_eq!(tick(&mut s, true), success(Direction::Backward));
-        assert_eq!(tick(&mut s, true), success(Direction::Forward));
-        assert_eq!(s.reject_success(), Direction::Backward);
-        assert!(!EndReason::Unconfirmed.is_success());
-        assert_eq!(EndReason::Unconfirmed.name(), "unconfirmed");
+    fn homing_options_need_the_arm_to_go_home() {
         for (k, bad) in [
             (
-                "verify_at_home",
+                "confirm_at_home",
                 ScheduleConfig {
-                    home_s: 0.0,
-                    ..cfg.clone()
+                    confirm_at_home: true,
+                    ..Default::default()
                 },
             ),
             (
                 "home_posture",
                 ScheduleConfig {
-                    home_s: 0.0,
-                    verify_at_home: VerifyAtHome::Off,
                     home_posture: true,
-                    ..cfg
+                    ..Default::default()
                 },
             ),
         ] {
             assert_eq!(bad.validate().unwrap_err().key, k);
+            let ok = ScheduleConfig { home_s: 4.0, ..bad };
+            assert_eq!(ok.validate(), Ok(()));
         }
     }
 

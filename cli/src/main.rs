@@ -219,11 +219,11 @@ enum Cmd {
     Dataset(learntools::DatasetArgs),
     /// Train a success classifier on labelled frames: `rft train-reward --data f.safetensors`.
     TrainReward(rewardtools::TrainRewardArgs),
-    /// The full pipeline on the simulated push task: demos, reward classifiers, Cal-QL
-    /// pre-training, reset-free fine-tuning with classifier rewards, ground-truth evaluation.
+    /// The offline stages on the simulated push task: demos, reward classifiers, Cal-QL
+    /// pre-training, ground-truth evaluation (`rft launch` then fine-tunes in the node graph).
     Pipeline(pipeline::PipelineArgs),
     /// Ground-truth success rate of a policy on the simulated task, with a 95% interval:
-    /// `rft eval --checkpoint runs/<run>/finetune/policy.safetensors --episodes 50`.
+    /// `rft eval --checkpoint runs/<run>/learner/checkpoints --episodes 50`.
     Eval(pipeline::EvalArgs),
     /// Plot learning curves from metrics CSVs: `rft plot run/metrics.csv --y eval_return`.
     Plot(learntools::PlotArgs),
@@ -384,6 +384,9 @@ fn run_launch(
     }
     if let Some(e) = report.nodes.iter().find_map(|n| n.error.as_ref()) {
         bail!("a node failed: {e}");
+    }
+    if let Some(line) = pipeline::graph_summary(&run_dir) {
+        println!("{line}");
     }
     // The policy the graph fine-tuned, evaluated as the pipeline evaluates.
     if let (Some(p), Some(s)) = (pipeline.as_ref(), summary.as_mut())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rft_autonomy::action::ACTION_DIM;
 use rft_autonomy::eval::{EvalEpisode, EvalResult, evaluate, failure_summary};
-use rft_autonomy::pipeline::{PipelineSummary, check_run_dir, load_policy, read_config, run};
+use rft_autonomy::pipeline::{PipelineSummary, load_policy, read_config, run};
 use rft_autonomy::plant::{ObservationKind, SimPlant};
 use rft_policies::handle::PolicyHandle;
 use rft_sim::Direction;
@@ -18,7 +18,7 @@ pub struct PipelineArgs {
     /// TOML file with the pipeline's settings, or a launch file (its `[pipeline]` table);
     /// defaults for everything left out.
     pub config: Option<PathBuf>,
-    /// Override a value: `--set finetune.steps=2000`, `--set stages=["eval"]`.
+    /// Override a value: `--set pretrain.steps=2000`, `--set stages=["eval"]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Run directory (default `runs/<time>-pipeline`).
@@ -31,7 +31,6 @@ pub fn run_cli(a: &PipelineArgs) -> anyhow::Result<()> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.under("pipeline")))?;
     let dir = crate::learntools::run_dir(a.out.as_deref(), "pipeline");
-    check_run_dir(&cfg, &dir)?;
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("pipeline.toml"), toml::to_string_pretty(&cfg)?)?;
     tracing::info!(run_dir = %dir.display(), "pipeline");
@@ -53,18 +52,33 @@ pub fn print_summary(s: &PipelineSummary) {
             b[1].rate, f[1].rate
         );
     }
-    if let Some(l) = &s.finetune {
-        println!(
-            "fine-tuning: {} episodes, {} human resets, {} false classifier successes, {} safety-overridden steps ({} posture resets), {} stall-escape episodes, {:.0} s",
-            l.episodes.len(),
-            l.human_resets,
-            l.false_success_episodes,
-            l.safety_override_steps,
-            l.posture_resets,
-            l.stall_escape_episodes,
-            l.wall_s
-        );
+}
+
+/// One line on the node graph's fine-tuning, from the episode manager's `episodes.csv`
+/// (none when the launch had no episode manager).
+pub fn graph_summary(run_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(run_dir.join("episodes.csv")).ok()?;
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name);
+    let (dir, why, resets) = (col("direction")?, col("reason")?, col("human_resets")?);
+    let (posture, escape) = (col("posture_home"), col("stall_escape"));
+    let (mut n, mut fwd, mut fwd_ok, mut humans, mut postures, mut escapes) = (0, 0, 0, 0, 0, 0);
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        n += 1;
+        if f.get(dir) == Some(&"forward") {
+            fwd += 1;
+            fwd_ok += usize::from(matches!(f.get(why), Some(&"success" | &"success_at_home")));
+        }
+        humans = f.get(resets).and_then(|v| v.parse().ok()).unwrap_or(humans);
+        let yes = |c: Option<usize>| c.and_then(|c| f.get(c)).is_some_and(|v| *v == "1");
+        postures += usize::from(yes(posture));
+        escapes += usize::from(yes(escape));
     }
+    Some(format!(
+        "fine-tuning (node graph): {n} episodes, forward {fwd_ok}/{fwd} ended by the classifier's success, {humans} human resets, {postures} posture resets, {escapes} stall escapes"
+    ))
 }
 
 /// `rft eval`: ground-truth success rates of a policy on the simulated task.

@@ -1,20 +1,25 @@
-//! The full sim pipeline from zero on small budgets, through the real binary: scripted demos →
-//! reward classifiers → Cal-QL pre-training → reset-free fine-tuning with classifier rewards →
-//! ground-truth evaluation, then `rft eval` on the result; and bad settings rejected before
-//! anything runs.
+//! The sim pipeline from zero on small budgets, through the real binary: `rft pipeline` (scripted
+//! demos → reward classifiers → Cal-QL pre-training → ground-truth evaluation), then the main
+//! job as a user runs it, `rft launch launch/sim_dry_run.toml`: the same stages, then reset-free
+//! fine-tuning in the robot's node graph with classifier rewards, and the learner's policy
+//! evaluated beside the pre-trained one; `rft eval` on the result; image observations end to
+//! end; and bad settings rejected before anything runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod support;
 
 use std::process::Command;
 
 use rft_policies::ReplayBuffer;
 use rft_policies::checkpoint;
-use rft_policies::handle::InferencePolicy;
 use rft_policies::replay::FLAG_TERMINATED;
 use rft_rewards::{CnnClassifier, SuccessClassifier};
+use support::root;
 
-fn rft(args: &[&str]) -> (bool, String) {
+fn rft<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rft"))
         .args(args)
+        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let text =
@@ -22,70 +27,77 @@ fn rft(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-const SMALL: &[&str] = &[
-    "--set",
-    "demos.episodes_per_direction=4",
-    "--set",
-    "reward.episodes=6",
-    "--set",
-    "reward.steps=60",
-    "--set",
-    "reward.candidates=2",
-    "--set",
-    "pretrain.steps=40",
-    "--set",
-    "pretrain.hidden=[64, 64]",
-    "--set",
-    "pretrain.batch_size=64",
-    "--set",
-    "finetune.steps=400",
-    "--set",
-    "finetune.warmup_steps=100",
-    "--set",
-    "finetune.schedule.timeout_s=6.0",
-    "--set",
-    "finetune.schedule.home_s=8.0",
-    "--set",
-    "finetune.schedule.confirm_at_home=true",
-    "--set",
-    "finetune.schedule.verify_at_home=forward",
-    "--set",
-    "finetune.schedule.posture_reset_overridden=0.5",
-    "--set",
-    "finetune.schedule.stall_escape=1",
-    "--set",
-    "finetune.eval_every=200",
-    "--set",
-    "finetune.eval_episodes=1",
-    "--set",
-    "finetune.eval_max_s=3.0",
-    "--set",
-    "finetune.checkpoint_every=200",
-    "--set",
-    "finetune.log_every=50",
-    "--set",
-    "finetune.recipe.promote_successes=true",
-    "--set",
-    "finetune.recipe.policy_ema=0.99",
-    "--set",
-    "finetune.schedule.reach={ min = [0.3, -0.4], max = [0.7, 0.4] }",
-    "--set",
-    "finetune.schedule.edge_guard_m=0.04",
-    "--set",
-    "eval.episodes=2",
-    "--set",
-    "eval.max_s=3.0",
-];
+/// Small budgets for the pipeline's stages, as `--set` arguments; `prefix` is `""` for
+/// `rft pipeline` and `"pipeline."` for a launch file.
+fn small(prefix: &str) -> Vec<String> {
+    [
+        "demos.episodes_per_direction=4",
+        "reward.episodes=6",
+        "reward.steps=60",
+        "reward.candidates=2",
+        "pretrain.steps=40",
+        "pretrain.hidden=[64, 64]",
+        "pretrain.batch_size=64",
+        "eval.episodes=2",
+        "eval.max_s=3.0",
+    ]
+    .iter()
+    .flat_map(|s| ["--set".to_string(), format!("{prefix}{s}")])
+    .collect()
+}
+
+/// `rft launch launch/sim_dry_run.toml` into `run` with the pipeline on small budgets and
+/// `sets` for the node graph (nodes: 0 robot, 1 safety, 2 commander, 3 policy, 4 reward,
+/// 5 episodes, 6 learner, 7 recorder).
+fn launch(run: &std::path::Path, sets: &[&str]) -> String {
+    let mut args = vec![
+        "launch".to_string(),
+        root().join("launch/sim_dry_run.toml").display().to_string(),
+        "--run-dir".into(),
+        run.display().to_string(),
+        "--set".into(),
+        "duration_s=100000".into(),
+    ];
+    args.extend(small("pipeline."));
+    for s in sets {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    let (ok, text) = rft(&args);
+    assert!(ok, "rft launch failed:\n{text}");
+    text
+}
+
+/// The summary's forward rate under `key`: `trials` episodes, the rate and its 95 % Wilson
+/// interval those of the counted successes.
+fn assert_rate_with_interval(summary: &serde_json::Value, key: &str, trials: usize) {
+    let r = &summary[key][0]["rate"];
+    assert_eq!(r["trials"], trials, "{key}");
+    let s = r["successes"].as_u64().unwrap() as usize;
+    let (lo, hi) = rft_autonomy::eval::wilson(s, trials, 1.96);
+    let f = |x: &str| r[x].as_f64().unwrap();
+    assert!(
+        (f("rate") - s as f64 / trials as f64).abs() < 1e-12,
+        "{key}: {r}"
+    );
+    assert!(
+        (f("lo") - lo).abs() < 1e-12 && (f("hi") - hi).abs() < 1e-12,
+        "{key}: {r}"
+    );
+}
 
 #[test]
-fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
+fn the_pipeline_from_zero_produces_valid_artifacts() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let mut args = vec!["pipeline", "--out", run.to_str().unwrap()];
-    args.extend_from_slice(SMALL);
+    let mut args = vec![
+        "pipeline".to_string(),
+        "--out".into(),
+        run.display().to_string(),
+    ];
+    args.extend(small(""));
     let (ok, text) = rft(&args);
     assert!(ok, "rft pipeline failed:\n{text}");
-    assert!(text.contains("forward success: pre-trained"), "{text}");
+    assert!(text.contains("pre-trained policy: forward"), "{text}");
 
     // (1) demos: a replay buffer holding both tasks, with MC returns.
     let demos = ReplayBuffer::load(&run.join("demos/demos.safetensors")).unwrap();
@@ -153,227 +165,130 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
         ),
         (14, 4, 2)
     );
-    // (4) fine-tuning: its checkpoint holds the online replay buffer; rewards are the
-    // classifier's (a reward only on the terminal step of a classifier success).
-    let ft = checkpoint::load_latest(
-        &run.join("finetune/checkpoints"),
-        None,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
-    .expect("a fine-tuning checkpoint");
-    let replay = ft.replay.expect("the replay buffer is checkpointed");
-    assert_eq!(replay.len(), 400);
-    assert_eq!(ft.meta.env_steps, 400);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    let log = &summary["finetune"];
-    assert_eq!(log["human_resets"], 0, "the loop must run reset-free");
-    let episodes = log["episodes"].as_array().unwrap();
-    assert!(
-        episodes.len() >= 2,
-        "the schedule must switch tasks: {episodes:?}"
+    // (4) the pre-trained policy's evaluation, with intervals; nothing was fine-tuned.
+    assert_rate_with_interval(&summary, "pretrained_eval", 2);
+    assert!(summary["final_eval"].is_null() && summary.get("finetune").is_none());
+    let stages: Vec<&str> = summary["stage_wall_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["demos", "reward", "pretrain", "eval"]);
+}
+
+#[test]
+fn the_launch_fine_tunes_in_the_node_graph_reset_free_and_evaluates_the_learners_policy() {
+    // The main job on small budgets: the pipeline's stages, then 400 policy steps of reset-free
+    // fine-tuning in the node graph with everything the headline recipe switches on (the arm
+    // home between episodes, its posture after an overridden episode, a second look with it
+    // home, stall escape, near-edge ends, reset retries, self-imitation, the policy's moving
+    // average), then the learner's policy evaluated beside the pre-trained one.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let text = launch(
+        &run,
+        &[
+            "nodes.3.params.max_steps=400",
+            "nodes.5.params.schedule={ consecutive = 1, timeout_s = 6.0, stuck_s = 8.0, stuck_distance_m = 0.01, home_s = 8.0, reset_retries = 2, confirm_at_home = true, posture_reset_overridden = 0.5, stall_escape = 1, reach = { min = [0.3, -0.4], max = [0.7, 0.4] }, edge_guard_m = 0.04 }",
+            "nodes.6.params.warmup_transitions=100",
+            "nodes.6.params.checkpoint_every=200",
+            "nodes.6.params.recipe={ utd = 1, offline_ratio = 0.5, publish_every = 20, critic_warmup_rounds = 50, init_alpha = 0.01, promote_successes = true, policy_ema = 0.99 }",
+        ],
     );
-    // Rewards, step by step: exactly the last step of each episode the classifier ended as a
-    // success (not ground truth: `truth_rewards` is off) pays `success_reward` (1), every other
-    // step 0 (`step_penalty` 0); that step alone is terminal; each step carries its episode's
-    // task. (The buffer holds every step in order: its capacity is the run's length.)
-    let mut want = vec![(0.0f32, false, None::<u8>); replay.len()];
-    let mut start = 0usize;
-    for e in episodes {
-        let end = e["end_step"].as_u64().unwrap() as usize;
-        let task = u8::from(e["direction"] != "forward");
-        let success = ["success", "success_at_home"].contains(&e["reason"].as_str().unwrap());
-        for w in &mut want[start..end] {
-            w.2 = Some(task);
-        }
-        want[end - 1].0 = if success { 1.0 } else { 0.0 };
-        want[end - 1].1 = success;
-        start = end;
-    }
-    for (row, (reward, terminal, task)) in want.iter().enumerate() {
-        let (r, t) = replay.reward_and_task(row);
-        let term = replay.flags(row) & FLAG_TERMINATED != 0;
-        assert_eq!((r, term), (*reward, *terminal), "step {}", row + 1);
-        if let Some(task) = task {
-            assert_eq!(t, *task, "step {}", row + 1);
-        }
-    }
+    assert!(text.contains("forward success: pre-trained"), "{text}");
+    // The episode manager's log: the schedule switched tasks, nobody reset the scene, and only
+    // a failed reset (backward) ran again, at most reset_retries (2) times in a row; the
+    // joints went home with their posture after exactly the episodes the safety filter
+    // overrode more than half of.
+    let csv = std::fs::read_to_string(run.join("episodes.csv")).unwrap();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| head.iter().position(|h| *h == n).unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert!(rows.len() >= 2, "the schedule must switch tasks:\n{csv}");
     assert!(
-        want.iter().any(|w| w.1),
-        "no episode ended in a classifier success: the reward check saw only zeros"
+        text.contains(&format!(
+            "fine-tuning (node graph): {} episodes",
+            rows.len()
+        )),
+        "{text}"
     );
-    // Forward and backward alternate; only a failed reset (backward) is run again, at most
-    // reset_retries (2) times in a row.
+    assert!(rows.iter().all(|r| r[col("human_resets")] == "0"), "{csv}");
+    let (dir, why) = (col("direction"), col("reason"));
+    let won = |r: &Vec<String>| ["success", "success_at_home"].contains(&r[why].as_str());
+    for r in &rows {
+        assert!(
+            [
+                "success",
+                "success_at_home",
+                "timeout",
+                "stuck",
+                "near_edge"
+            ]
+            .contains(&r[why].as_str()),
+            "{csv}"
+        );
+        let share: f64 = r[col("overridden")].parse().unwrap();
+        assert_eq!(r[col("posture_home")] == "1", share > 0.5, "{csv}");
+    }
     let mut same = 0;
-    for w in episodes.windows(2) {
-        if w[0]["direction"] == w[1]["direction"] {
-            assert_eq!(w[0]["direction"], "backward", "{episodes:?}");
-            assert!(
-                !["success", "success_at_home"].contains(&w[0]["reason"].as_str().unwrap()),
-                "{episodes:?}"
-            );
+    for w in rows.windows(2) {
+        if w[0][dir] == w[1][dir] {
+            assert_eq!(w[0][dir], "backward", "{csv}");
+            assert!(!won(&w[0]), "{csv}");
             same += 1;
-            assert!(same <= 2, "{episodes:?}");
+            assert!(same <= 2, "{csv}");
         } else {
             same = 0;
         }
     }
-    // The joints went back to the reset posture after exactly the episodes in which the
-    // safety filter overrode more than half the steps.
-    let unwound = episodes
-        .iter()
-        .filter(|e| {
-            let (o, n) = (
-                e["overridden_steps"].as_u64().unwrap(),
-                e["steps"].as_u64().unwrap(),
-            );
-            assert_eq!(e["posture_reset"], 2 * o > n, "{e:?}");
-            2 * o > n
-        })
-        .count();
-    assert_eq!(log["posture_resets"], unwound as u64);
-    // Stall escape (`stall_escape = 1`): an episode acts with the escape noise exactly when
-    // the one before left the object where it began. Episode k begins where k − 1 ended
-    // (homing lifts the arm clear first), up to the last few millimetres of a slide; the
-    // first one's start is not recorded.
-    let xy = |e: &serde_json::Value| {
-        let p = e["object_xy"].as_array().unwrap();
-        nalgebra::Vector2::new(p[0].as_f64().unwrap(), p[1].as_f64().unwrap())
-    };
-    for w in episodes.windows(3) {
-        let moved = (xy(&w[1]) - xy(&w[0])).norm();
-        if moved < 0.005 {
-            assert_eq!(w[2]["stall_escape"], true, "{w:?}");
-        } else if moved > 0.02 {
-            assert_eq!(w[2]["stall_escape"], false, "{w:?}");
-        }
-    }
-    let escapes = episodes
-        .iter()
-        .filter(|e| e["stall_escape"] == true)
-        .count();
-    assert_eq!(log["stall_escape_episodes"], escapes as u64);
-    // (The steps after the last episode ended belong to none.)
-    let per_episode: u64 = episodes
-        .iter()
-        .map(|e| e["overridden_steps"].as_u64().unwrap())
-        .sum();
-    assert!(per_episode <= log["safety_override_steps"].as_u64().unwrap());
-    // Self-imitation: exactly the classifier's successful episodes went to the demo buffer.
-    let successes = episodes
-        .iter()
-        .filter(|e| e["reason"] == "success" || e["reason"] == "success_at_home")
-        .count();
-    assert_eq!(log["promoted_episodes"], successes as u64, "{episodes:?}");
-    let reasons: Vec<&str> = episodes
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap())
-        .collect();
-    assert!(
-        reasons.iter().all(|r| [
-            "success",
-            "success_at_home",
-            "unconfirmed",
-            "timeout",
-            "stuck",
-            "near_edge"
-        ]
-        .contains(r)),
-        "{reasons:?}"
-    );
-    // Every classified frame was compared with ground truth: one per step, and a second look
-    // with the arm home after each episode that ran out of time or got stuck, and after each
-    // forward success the classifier reported (`verify_at_home = "forward"`); backward
-    // successes are not verified, so none is ever `unconfirmed`.
-    let counted: u64 = log["classifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            ["tp", "fp", "tn", "fn_"]
-                .iter()
-                .map(|k| c[k].as_u64().unwrap())
-                .sum::<u64>()
-        })
-        .sum();
-    let verified = episodes
-        .iter()
-        .filter(|e| {
-            e["direction"] == "forward"
-                && ["success", "unconfirmed"].contains(&e["reason"].as_str().unwrap())
-        })
-        .count() as u64;
-    assert!(
-        !episodes
-            .iter()
-            .any(|e| e["direction"] == "backward" && e["reason"] == "unconfirmed"),
-        "{episodes:?}"
-    );
-    let second_looks = verified
-        + reasons
-            .iter()
-            .filter(|r| ["success_at_home", "timeout", "stuck"].contains(r))
-            .count() as u64;
-    assert!(second_looks > 0, "{reasons:?}");
-    assert_eq!(counted, 400 + second_looks);
-    let csv = std::fs::read_to_string(run.join("finetune/metrics.csv")).unwrap();
-    assert!(csv.lines().count() >= 9, "{csv}");
-    let episodes_csv = std::fs::read_to_string(run.join("finetune/episodes.csv")).unwrap();
-    assert_eq!(episodes_csv.lines().count(), episodes.len() + 1);
-    // The report's PNGs.
-    for png in [
-        "success_rate",
-        "classifier",
-        "human_resets",
-        "safety",
-        "latency",
-        "learner_latency",
-    ] {
-        let b = std::fs::read(run.join(format!("report/{png}.png"))).unwrap();
-        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{png}");
-    }
-    // (5) evaluations before and after, with intervals.
-    for k in ["pretrained_eval", "final_eval"] {
-        let r = &summary[k][0]["rate"];
-        assert_eq!(r["trials"], 2, "{k}");
-        // The rate and its 95 % Wilson interval are those of the counted successes.
-        let s = r["successes"].as_u64().unwrap() as usize;
-        let (lo, hi) = rft_autonomy::eval::wilson(s, 2, 1.96);
-        let f = |x: &str| r[x].as_f64().unwrap();
-        assert!((f("rate") - s as f64 / 2.0).abs() < 1e-12, "{k}: {r}");
-        assert!(
-            (f("lo") - lo).abs() < 1e-12 && (f("hi") - hi).abs() < 1e-12,
-            "{k}: {r}"
-        );
-    }
-    // The fine-tuned policy loads and `rft eval` scores it.
-    let policy = run.join("finetune/policy.safetensors");
-    let p = InferencePolicy::load(&policy).unwrap();
-    assert!(
-        p.spec.version > 1,
-        "new versions were published during fine-tuning"
-    );
-    // The policy that acted and was evaluated is the actor's moving average
-    // (`finetune.recipe.policy_ema`): the run's policy file and the checkpoint's agree, and neither
-    // is the actor the checkpoint resumes training from.
+    // The learner's checkpoint: the rewarded transitions of the run (at most one per step),
+    // rewards only from the classifier (1 on the terminal step of a success, else 0), both
+    // tasks, and new policy versions published.
     let cpu = candle_core::Device::Cpu;
-    let averaged = candle_core::safetensors::load(&policy, &cpu).unwrap();
-    let in_ckpt = candle_core::safetensors::load(ft.dir.join("policy.safetensors"), &cpu).unwrap();
-    let mut largest = 0.0f32;
-    for (name, actor) in ft.agent.policy_weights() {
-        let (a, c) = (&averaged[&name], &in_ckpt[&name]);
-        assert_eq!(a.dims(), actor.dims(), "{name}");
-        let same = (a - c).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(same.to_scalar::<f32>().unwrap(), 0.0, "{name}");
-        let d = (a - &actor).unwrap().abs().unwrap().max_all().unwrap();
-        largest = largest.max(d.to_scalar::<f32>().unwrap());
+    let ft = checkpoint::load_latest(&run.join("learner/checkpoints"), None, &cpu)
+        .unwrap()
+        .expect("a learner checkpoint");
+    let replay = ft.replay.expect("the replay buffer is checkpointed");
+    assert!(
+        (100..=400).contains(&replay.len()),
+        "{} transitions",
+        replay.len()
+    );
+    let mut tasks = [0usize; 2];
+    for row in 0..replay.len() {
+        let (r, task) = replay.reward_and_task(row);
+        let terminal = replay.flags(row) & FLAG_TERMINATED != 0;
+        assert_eq!(r, if terminal { 1.0 } else { 0.0 }, "row {row}");
+        tasks[usize::from(task)] += 1;
     }
-    assert!(largest > 1e-6, "the saved policy is the actor itself");
+    assert!(tasks[0] > 0 && tasks[1] > 0, "{tasks:?}");
+    assert!(ft.meta.policy_version > 1, "no new policy was published");
+    // Before and after, with intervals; the fine-tuned policy is the learner's.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary["finetuned"]
+            .as_str()
+            .unwrap()
+            .ends_with("learner/checkpoints"),
+        "{summary}"
+    );
+    // Both evaluations, each rate with its 95 % Wilson interval.
+    for k in ["pretrained_eval", "final_eval"] {
+        assert_rate_with_interval(&summary, k, 2);
+    }
+    // `rft eval` scores the learner's policy.
     let (ok, text) = rft(&[
         "eval",
         "--checkpoint",
-        run.join("finetune/checkpoints").to_str().unwrap(),
+        run.join("learner/checkpoints").to_str().unwrap(),
         "--episodes",
         "2",
         "--max-s",
@@ -418,162 +333,54 @@ fn pipeline_from_zero_produces_valid_artifacts_and_runs_reset_free() {
     if wins < 2 {
         assert!(text.contains("failed:"), "{text}");
     }
-
-    // The ground-truth ablation (`finetune.truth_rewards`), fine-tuning again from this run's
-    // demos, classifiers and pre-trained policy: every success the loop ends on is a true
-    // one, and the classifier still runs and is still scored against ground truth.
-    let ablation = tmp.path().join("truth");
-    let p = |rel: &str| format!("\"{}\"", run.join(rel).display());
-    let sets = [
-        "stages=[\"finetune\"]".to_string(),
-        format!("demos_path={}", p("demos/demos.safetensors")),
-        format!("reward.forward={}", p("reward/forward/reward.safetensors")),
-        format!(
-            "reward.backward={}",
-            p("reward/backward/reward.safetensors")
-        ),
-        format!("pretrain.checkpoint={}", p("pretrain/checkpoints")),
-        "finetune.truth_rewards=true".into(),
-        "finetune.steps=300".into(),
-    ];
-    let mut args = vec!["pipeline", "--out", ablation.to_str().unwrap()];
-    args.extend_from_slice(SMALL);
-    for s in &sets {
-        args.extend_from_slice(&["--set", s]);
-    }
-    let (ok, text) = rft(&args);
-    assert!(ok, "rft pipeline (truth_rewards) failed:\n{text}");
-    assert!(
-        text.contains("ABLATION: success from ground truth"),
-        "{text}"
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ablation.join("summary.json")).unwrap())
-            .unwrap();
-    let log = &summary["finetune"];
-    assert_eq!(log["false_success_episodes"], 0, "{log}");
-    let episodes = log["episodes"].as_array().unwrap();
-    for e in episodes {
-        if matches!(e["reason"].as_str(), Some("success" | "success_at_home")) {
-            assert_eq!(e["true_success"], true, "{e:?}");
-        }
-    }
-    // A reset that begins with the cube already resting in the start region (the forward
-    // push failed to move it out) ends as a success after exactly `consecutive` (3) frames of
-    // ground truth.
-    let mut checked = 0;
-    for w in episodes.windows(2) {
-        let xy = w[0]["object_xy"].as_array().unwrap();
-        let (x, y) = (xy[0].as_f64().unwrap(), xy[1].as_f64().unwrap());
-        if w[0]["direction"] == "forward" && (x - 0.5).abs() < 0.045 && (y + 0.15).abs() < 0.045 {
-            assert_eq!(
-                (
-                    w[1]["direction"].as_str(),
-                    w[1]["reason"].as_str(),
-                    w[1]["steps"].as_u64()
-                ),
-                (Some("backward"), Some("success"), Some(3)),
-                "{w:?}"
-            );
-            checked += 1;
-        }
-    }
-    assert!(
-        checked > 0,
-        "no reset began in the start region: {episodes:?}"
-    );
-    let scored: u64 = log["classifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| ["tp", "fp", "tn", "fn_"].map(|k| c[k].as_u64().unwrap()))
-        .sum();
-    assert!(
-        scored >= 300,
-        "the classifier still runs: {scored} frames scored"
-    );
-
-    // Determinism: the same seed fine-tunes and evaluates identically twice from the same
-    // artifacts (every episode, byte for byte, and the evaluations).
-    let again = |name: &str| {
-        let out = tmp.path().join(name);
-        let mut args = vec!["pipeline", "--out", out.to_str().unwrap()];
-        args.extend_from_slice(SMALL);
-        let mut sets = sets[1..5].to_vec();
-        sets.extend([
-            "stages=[\"finetune\", \"eval\"]".to_string(),
-            "finetune.steps=300".into(),
-        ]);
-        for s in &sets {
-            args.extend_from_slice(&["--set", s]);
-        }
-        let (ok, text) = rft(&args);
-        assert!(ok, "rft pipeline (finetune, eval) failed:\n{text}");
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
-        (
-            std::fs::read(out.join("finetune/episodes.csv")).unwrap(),
-            summary["final_eval"].clone(),
-        )
-    };
-    let (a, b) = (again("same-seed-1"), again("same-seed-2"));
-    assert!(a.0.len() > 100, "{} bytes of episodes.csv", a.0.len());
-    assert!(
-        a.0 == b.0,
-        "episodes.csv differs between two runs of the same seed"
-    );
-    assert!(!a.1.is_null());
-    assert_eq!(a.1, b.1, "the evaluations differ");
 }
 
-/// The second configuration: the policy sees the scene camera (through its CNN encoder) and
-/// the tool pose instead of the object's pose. Small budgets: it only has to run end to end.
 #[test]
-fn image_observations_run_the_pipeline_end_to_end() {
+fn image_observations_run_the_launch_end_to_end() {
+    // The second configuration: the policy sees a camera (through its CNN encoder) and the
+    // tool pose instead of the object's pose, in the pipeline's stages and in the node graph
+    // (a second, 32×32 camera on the simulated robot is the policy's). Small budgets: it only
+    // has to run end to end and learn from the frames.
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let mut args = vec!["pipeline", "--out", run.to_str().unwrap()];
-    args.extend_from_slice(SMALL);
-    args.extend_from_slice(&[
-        "--set",
-        "plant.observation=\"image\"",
-        "--set",
-        "plant.policy_image_size=32",
-        "--set",
-        "pretrain.algorithm=\"bc\"",
-        "--set",
-        "pretrain.steps=10",
-        "--set",
-        "pretrain.batch_size=16",
-        "--set",
-        "finetune.steps=120",
-        "--set",
-        "finetune.checkpoint_every=0",
-    ]);
-    let (ok, text) = rft(&args);
-    assert!(ok, "rft pipeline (image observations) failed:\n{text}");
+    launch(
+        &run,
+        &[
+            "pipeline.plant.observation=\"image\"",
+            "pipeline.plant.policy_image_size=32",
+            "pipeline.pretrain.algorithm=\"bc\"",
+            "pipeline.pretrain.steps=10",
+            "pipeline.pretrain.batch_size=16",
+            "pipeline.eval.episodes=1",
+            "nodes.0.params.cameras=[{ name = \"camera\", width = 128, height = 128, rate_hz = 10, eye = [1.45, 0.4, 0.85], target = [0.36, 0.0, 0.15] }, { name = \"policy_camera\", width = 32, height = 32, rate_hz = 10, depth = false }]",
+            "nodes.3.params.max_steps=120",
+            "nodes.6.params.warmup_transitions=20",
+            "nodes.6.params.checkpoint_every=0",
+            "nodes.6.params.recipe={ publish_every = 10, critic_warmup_rounds = 0 }",
+        ],
+    );
     let demos = ReplayBuffer::load(&run.join("demos/demos.safetensors")).unwrap();
     assert_eq!(demos.obs_dim, 6, "proprioception only: no object pose");
     let shape = demos.image.expect("the demos hold the policy's images");
     assert_eq!((shape.channels, shape.height, shape.width), (3, 32, 32));
     let ft = checkpoint::load_latest(
-        &run.join("finetune/checkpoints"),
+        &run.join("learner/checkpoints"),
         None,
         &candle_core::Device::Cpu,
     )
     .unwrap()
-    .expect("a fine-tuning checkpoint");
+    .expect("a learner checkpoint");
     let enc = ft.agent.cfg.encoder.clone().expect("an image encoder");
     assert_eq!((enc.height, enc.width), (32, 32));
     let replay = ft.replay.unwrap();
-    assert_eq!((replay.len(), replay.image), (120, Some(shape)));
+    assert_eq!(replay.image, Some(shape));
+    assert!(replay.len() >= 20, "{} transitions", replay.len());
     assert!(ft.agent.steps > 0, "the learner trained on images");
     // `rft eval` recognises an image policy and renders its observations.
     let (ok, text) = rft(&[
         "eval",
         "--checkpoint",
-        run.join("finetune/policy.safetensors").to_str().unwrap(),
+        run.join("learner/checkpoints").to_str().unwrap(),
         "--episodes",
         "1",
         "--max-s",
@@ -590,38 +397,17 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     for (set, want) in [
-        ("finetune.recipe.utd=0", "finetune.recipe.utd"),
+        ("finetune.steps=100", "unknown field `finetune`"),
         ("pretrain.algorithm=\"ppo\"", "pretrain.algorithm"),
-        ("stages=[\"finetune\"]", "stages"),
+        ("stages=[\"finetune\"]", "unknown variant `finetune`"),
+        ("stages=[\"pretrain\"]", "stages"),
         (
             "reward.forward=\"/nonexistent/reward.safetensors\"",
             "reward.forward",
         ),
-        (
-            "finetune.schedule.consecutive=0",
-            "finetune.schedule.consecutive",
-        ),
         ("plant.control_hz=-1", "plant.control_hz"),
         ("reward.home_s=-1.0", "reward.home_s"),
-        (
-            "finetune.recipe.policy_ema=1.0",
-            "finetune.recipe.policy_ema",
-        ),
-        ("finetune.recipe.lr_final=1.5", "finetune.recipe.lr_final"),
         ("reward.candidates=0", "reward.candidates"),
-        (
-            "finetune.schedule.edge_guard_m=0.04",
-            "finetune.schedule.edge_guard_m",
-        ),
-        (
-            "finetune.schedule={ home_s = 0.0, confirm_at_home = false, verify_at_home = true }",
-            "finetune.schedule.verify_at_home",
-        ),
-        ("finetune.schedule.verify_at_home=sideways", "sideways"),
-        (
-            "finetune.schedule.stall_explore_std=0.0",
-            "finetune.schedule.stall_explore_std",
-        ),
     ] {
         let (ok, text) = rft(&["pipeline", "--out", out.to_str().unwrap(), "--set", set]);
         assert!(!ok, "{set} was accepted");
@@ -631,18 +417,6 @@ fn bad_pipeline_settings_are_rejected_before_anything_runs() {
             "{set}: work started before the check"
         );
     }
-    // A run directory that already holds fine-tuning checkpoints is refused at the start
-    // (the first checkpoint would otherwise fail minutes into the run).
-    std::fs::create_dir_all(out.join("finetune/checkpoints/step-0000003000")).unwrap();
-    let mut args = vec!["pipeline", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(SMALL); // short, should the check ever stop holding
-    let (ok, text) = rft(&args);
-    assert!(!ok, "a used run directory was accepted");
-    assert!(
-        text.contains("already holds a fine-tuning run") && text.contains("--out"),
-        "{text}"
-    );
-    assert!(!out.join("demos").exists(), "work started before the check");
     let (ok, text) = rft(&["eval", "--checkpoint", tmp.path().to_str().unwrap()]);
     assert!(!ok && text.contains("LATEST"), "{text}");
 }

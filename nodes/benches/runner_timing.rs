@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rft_autonomy::finetune::pct;
+use rft_autonomy::eval::pct;
 use rft_nodes::{EpisodeManager, Learner, PolicyRunner, RewardNode, SafetyFilter, SimRobot};
 use rft_policies::{Agent, AgentConfig, Algorithm, checkpoint};
 use rft_rewards::{CnnClassifier, CnnConfig};

@@ -31,7 +31,6 @@ use crate::policy_runner::{default_finger_max, default_fingers};
 use crate::robot_state::{ToolFk, iso};
 use rft_autonomy::demos::task_id;
 use rft_autonomy::schedule::{Decision, EndReason, Schedule, ScheduleConfig};
-use rft_config::ConfigError;
 use rft_runtime::Result;
 use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
 use rft_runtime::launch::{LaunchCtx, NodeKind};
@@ -100,16 +99,6 @@ fn default_republish() -> f64 {
 impl EpisodeManagerParams {
     pub fn validate(&self) -> rft_config::Result<()> {
         self.schedule.validate().map_err(|e| e.under("schedule"))?;
-        // The learner marks a frame the classifier called a success terminal as it arrives; a
-        // success rejected afterwards cannot be taken back from the replay buffer.
-        if self.schedule.verify_at_home.is_on() {
-            return Err(ConfigError::new(
-                "schedule.verify_at_home",
-                "is done by the pipeline's sim loop only: in the node graph the learner has \
-                 already stored the classifier's success as terminal when the second look \
-                 would reject it (set false; confirm_at_home works)",
-            ));
-        }
         rft_config::check(self.look_frames > 0, "look_frames", || {
             "must be at least 1".into()
         })?;

@@ -39,7 +39,7 @@ pub struct LearnerParams {
     #[serde(default = "default_out")]
     pub out: PathBuf,
     /// The update recipe (UTD, demo mixing, critic warm-up, moving average, anneal, promotion,
-    /// publish cadence): the same type as the pipeline's `finetune.recipe`.
+    /// publish cadence): the same type `rft train` takes.
     #[serde(default = "default_recipe")]
     pub recipe: Recipe,
     /// Transitions in the buffer before the first update.

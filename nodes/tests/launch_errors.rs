@@ -137,14 +137,6 @@ fn other_checks() {
         "bus.zenoh.listen[0]",
         "is not an endpoint",
     );
-    // What only the pipeline's sim loop does is refused in the node graph, not ignored.
-    assert_names(
-        &err(
-            "name = \"t\"\n[[nodes]]\nname = \"e\"\nkind = \"episode_manager\"\nparams = { schedule = { home_s = 4.0, verify_at_home = true } }\n",
-        ),
-        "nodes[0].params.schedule.verify_at_home",
-        "pipeline's sim loop only",
-    );
     // The ground-truth ablation replaces the classifiers; it is not one of several.
     assert_names(
         &err(
@@ -237,59 +229,51 @@ fn overrides_apply_before_validation() {
 #[test]
 fn a_partial_pipeline_table_keeps_the_pipeline_defaults_for_what_it_leaves_out() {
     use rft_autonomy::pipeline::{PipelineConfig, parse_config};
-    let d = PipelineConfig::default().finetune.schedule;
-    // The fine-tuning schedule's defaults differ from a bare ScheduleConfig's.
-    assert!(d.home_s > 0.0 && d.confirm_at_home, "{d:?}");
+    let d = PipelineConfig::default();
     // No file, one nested key set from the command line.
-    let c = parse_config(
-        Path::new("(defaults)"),
-        "",
-        &["finetune.schedule.timeout_s=30".into()],
-    )
-    .unwrap();
-    let s = &c.finetune.schedule;
-    assert_eq!(s.timeout_s, 30.0);
-    assert_eq!((s.home_s, s.confirm_at_home), (d.home_s, d.confirm_at_home));
+    let c = parse_config(Path::new("(defaults)"), "", &["demos.noise_std=0.5".into()]).unwrap();
+    assert_eq!(c.demos.noise_std, 0.5);
+    assert_eq!(
+        c.demos.episodes_per_direction,
+        d.demos.episodes_per_direction
+    );
     // A whole table set from the command line.
     let c = parse_config(
         Path::new("(defaults)"),
         "",
-        &["finetune.schedule={ timeout_s = 30.0 }".into()],
+        &["plant.action={ max_linear_m_s = 0.1 }".into()],
     )
     .unwrap();
-    assert_eq!(c.finetune.schedule.home_s, d.home_s);
+    assert_eq!(c.plant.action.max_linear_m_s, 0.1);
+    assert_eq!(c.plant.action.max_yaw_rad_s, d.plant.action.max_yaw_rad_s);
     // A file with a partial table, and one key of another table.
     let c = parse_config(
         Path::new("p.toml"),
-        "[finetune.schedule]\nstuck_s = 5.0\n[finetune]\nsteps = 100\n",
+        "[reward]\nsteps = 100\n[pretrain]\nsteps = 7\n",
         &[],
     )
     .unwrap();
-    assert_eq!((c.finetune.schedule.stuck_s, c.finetune.steps), (5.0, 100));
-    assert_eq!(c.finetune.schedule.home_s, d.home_s);
-    assert_eq!(
-        c.finetune.recipe.utd,
-        PipelineConfig::default().finetune.recipe.utd
-    );
-    // The same through a launch file's [pipeline] section; unknown keys are still named.
+    assert_eq!((c.reward.steps, c.pretrain.steps), (100, 7));
+    assert_eq!(c.reward.episodes, d.reward.episodes);
+    assert_eq!(c.pretrain.hidden, d.pretrain.hidden);
+    // The same through a launch file's [pipeline] section; unknown keys are still named, and
+    // the in-process fine-tuning loop's table is gone (the node graph fine-tunes).
     let l = launch::parse(
         &rft_nodes::registry(),
         Path::new("l.toml"),
-        &format!("{GOOD}\n[pipeline.finetune.schedule]\nstuck_s = 5.0\n"),
+        &format!("{GOOD}\n[pipeline.reward]\nsteps = 100\n"),
         &[],
     )
     .unwrap();
     let p: PipelineConfig = rft_config::from_table(&l.file.pipeline.unwrap()).unwrap();
-    assert_eq!(p.finetune.schedule.stuck_s, 5.0);
-    assert!(p.finetune.schedule.confirm_at_home);
-    let m = err(&format!(
-        "{GOOD}\n[pipeline.finetune.schedule]\nstuck = 5.0\n"
-    ));
-    assert_names(
-        &m,
-        "pipeline.finetune.schedule.stuck",
-        "unknown field `stuck`",
+    assert_eq!(
+        (p.reward.steps, p.reward.episodes),
+        (100, d.reward.episodes)
     );
+    let m = err(&format!("{GOOD}\n[pipeline.reward]\nstep = 5\n"));
+    assert_names(&m, "pipeline.reward.step", "unknown field `step`");
+    let m = err(&format!("{GOOD}\n[pipeline.finetune]\nsteps = 5\n"));
+    assert_names(&m, "pipeline.finetune", "unknown field `finetune`");
 }
 
 #[test]
