@@ -321,6 +321,9 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
                 next_obs: vec![k as f32 + 1.0, ep as f32],
                 next_obs_stamp: stamp(t1),
                 done: k == 5 && ep == 0,
+                // An image policy's frames ride along, one per observation.
+                image: vec![k as u8, ep as u8],
+                next_image: vec![k as u8 + 1, ep as u8],
                 ..Default::default()
             });
             // One reward is missing (ep 1, step 2) and one is marked invalid (ep 1, step 3).
@@ -360,8 +363,14 @@ fn a_recording_becomes_episodes_joined_with_rewards_by_stamp() {
         eps[0].obs.iter().map(|o| o[0]).collect::<Vec<_>>(),
         vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     );
+    assert_eq!(
+        eps[0].images,
+        (0..6u8).map(|k| vec![k, 0]).collect::<Vec<_>>(),
+        "one frame per observation, in step order"
+    );
     assert_eq!((eps[1].len(), eps[2].len()), (2, 1));
     assert_eq!(eps[2].task_id, 1);
+    assert_eq!(eps[2].images.len(), eps[2].obs.len());
     // A reward a little older than the next frame is accepted within the allowed age.
     let (eps, stats) = episodes_from_mcap(&p, 1_000).unwrap();
     assert_eq!((eps.len(), stats.unrewarded), (3, 2));
