@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rft_msgs::{EpisodePhase, PoseStamped};
+use rft_rewards::SuccessClassifier;
 use rft_runtime::app;
 use rft_runtime::bus::{QueueConfig, Subscription};
 use rft_runtime::launch;
@@ -118,6 +119,8 @@ struct Run {
     rewards: Vec<rft_msgs::Reward>,
     /// The simulator's ground-truth success: (metric name, stamp ns) → success.
     truth: std::collections::BTreeMap<(String, i64), bool>,
+    /// The reward node's score of its classifier at shutdown (`reward/<dir>/<tp|fp|tn|fn>`).
+    confusion: std::collections::BTreeMap<String, f64>,
     poses: Vec<PoseStamped>,
     mcap: PathBuf,
     _runs: tempfile::TempDir,
@@ -149,14 +152,19 @@ fn run_with(clf: &[PathBuf; 2], duration_s: f64, expert: bool, sets: &[String]) 
     for n in &report.nodes {
         assert!(n.error.is_none(), "{}: {:?}", n.name, n.error);
     }
+    let metrics = metrics.drain();
     Run {
         phases: phases.drain().iter().map(|p| (**p).clone()).collect(),
         rewards: rewards.drain().iter().map(|p| (**p).clone()).collect(),
         truth: metrics
-            .drain()
             .iter()
             .filter(|m| m.name.ends_with("/success"))
             .map(|m| ((m.name.clone(), m.header.stamp.as_nanos()), m.value > 0.5))
+            .collect(),
+        confusion: metrics
+            .iter()
+            .filter(|m| m.name.starts_with("reward/"))
+            .map(|m| (m.name.clone(), m.value))
             .collect(),
         poses: poses.drain().iter().map(|p| (**p).clone()).collect(),
         mcap: dir.join("events.mcap"),
@@ -245,6 +253,43 @@ fn trained_classifiers_advance_the_schedule_only_on_real_success() {
             truly_done(&driven.poses, *t, *dir),
             "the classifier ended a {dir:?} episode at {t} ns with the cube outside the goal"
         );
+    }
+    // The reward node scored its classifiers against the simulator's ground truth, frame by
+    // frame: the counts it published are those of its answers (p ≥ τ) and the truth at each
+    // frame's stamp.
+    let tau = clf.clone().map(|p| {
+        rft_rewards::CnnClassifier::load(&p, &candle_core::Device::Cpu)
+            .unwrap()
+            .threshold()
+    });
+    let mut want = std::collections::BTreeMap::new();
+    for r in &driven.rewards {
+        let dir = if r.task_id == 0 {
+            "forward"
+        } else {
+            "backward"
+        };
+        let Some(truth) = driven
+            .truth
+            .get(&(format!("sim/push/{dir}/success"), r.header.stamp.as_nanos()))
+        else {
+            continue;
+        };
+        let said = r.success_prob >= tau[usize::from(r.task_id)];
+        let what = match (said, *truth) {
+            (true, true) => "tp",
+            (true, false) => "fp",
+            (false, false) => "tn",
+            (false, true) => "fn",
+        };
+        *want.entry(format!("reward/{dir}/{what}")).or_insert(0.0) += 1.0;
+    }
+    assert!(want.values().sum::<f64>() > 300.0, "{want:?}");
+    for (k, v) in &driven.confusion {
+        assert_eq!(want.get(k).copied().unwrap_or(0.0), *v, "{k}: {want:?}");
+    }
+    for k in want.keys() {
+        assert!(driven.confusion.contains_key(k), "{k} not published");
     }
     // The recording reads back as demonstrations: the expert's steps, flagged as
     // interventions, rewarded by the classifier, at least one ending in success.

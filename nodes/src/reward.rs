@@ -9,6 +9,12 @@
 //! `{ kind = "ground_truth" }` is an ablation for simulation only: success is the simulator's
 //! ground truth for the frame (`/rft/metrics`, `sim/<task>/<dir>/success`), what a perfect
 //! classifier would say, so a run can tell reward errors from learning errors.
+//!
+//! Where the simulator publishes that ground truth, the node also scores its classifier
+//! against it, frame by frame (the classifier's answer `p ≥ τ` against the truth at the frame's
+//! stamp, per task): the counts are in [`RewardCounts::confusion`], logged at shutdown with
+//! precision and recall, and published then on `/rft/metrics`
+//! (`reward/<forward|backward>/{tp,fp,tn,fn}`). Nothing of it reaches the rewards.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,18 +67,15 @@ pub enum ClassifierSpec {
     GroundTruth {
         #[serde(default = "default_truth_task")]
         task: TaskKind,
-        /// The ground truth must be at most this far from the frame's stamp.
-        #[serde(default = "default_truth_age_ms")]
-        max_age_ms: f64,
     },
 }
 
 fn default_truth_task() -> TaskKind {
     TaskKind::Push
 }
-fn default_truth_age_ms() -> f64 {
-    150.0
-}
+
+/// The simulator's ground truth must be at most this far from a frame's stamp to count for it.
+const TRUTH_MAX_AGE_NS: i64 = 150_000_000;
 
 /// Where the dense term's waypoints come from.
 #[derive(Debug, Clone, Deserialize)]
@@ -191,15 +194,10 @@ impl RewardParams {
                 ClassifierSpec::Vlm(v) => v
                     .validate()
                     .map_err(|e| ConfigError::new(format!("classifiers.{i}"), e.to_string()))?,
-                ClassifierSpec::GroundTruth { max_age_ms, .. } => {
+                ClassifierSpec::GroundTruth { .. } => {
                     check(self.classifiers.len() == 1, "classifiers", || {
                         "ground_truth serves every task: name it alone".into()
                     })?;
-                    check(
-                        max_age_ms.is_finite() && *max_age_ms > 0.0,
-                        &format!("classifiers.{i}.max_age_ms"),
-                        || format!("{max_age_ms} must be positive"),
-                    )?;
                 }
                 _ => {}
             }
@@ -224,6 +222,33 @@ pub struct RewardCounts {
     pub invalid: u64,
     pub successes: u64,
     pub proposal_failures: u64,
+    /// The classifier's per-frame answers against the simulator's ground truth, by task id
+    /// (forward, backward); empty where there is no ground truth.
+    pub confusion: [Confusion; 2],
+}
+
+/// Frames by the classifier's answer and the truth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confusion {
+    pub tp: u64,
+    pub fp: u64,
+    pub tn: u64,
+    pub fn_: u64,
+}
+
+impl Confusion {
+    fn add(&mut self, said: bool, truth: bool) {
+        match (said, truth) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fp += 1,
+            (false, false) => self.tn += 1,
+            (false, true) => self.fn_ += 1,
+        }
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.tp + self.fp + self.tn + self.fn_
+    }
 }
 
 pub struct RewardNode {
@@ -231,8 +256,11 @@ pub struct RewardNode {
     p: RewardParams,
     period: Duration,
     classifiers: Vec<Box<dyn SuccessClassifier>>,
-    /// The ground-truth ablation, in place of the classifiers.
-    truth: Option<Truth>,
+    /// The simulator's ground truth (the ablation's rewards, or the classifier's score).
+    truth: Truth,
+    /// The ablation: success is the ground truth, not a classifier's.
+    ablation: bool,
+    metrics_out: Publisher<Metric>,
     chain: Option<Chain>,
     proposer: Option<KeypointProposer>,
     image: Subscription<Image>,
@@ -258,34 +286,43 @@ pub struct RewardNode {
     counts: RewardCounts,
 }
 
-/// The simulator's ground truth as the success signal (the `ground_truth` ablation).
+/// The simulator's ground truth of success (`sim/<task>/<dir>/success` on `/rft/metrics`):
+/// the `ground_truth` ablation's answer, and what the classifier is scored against.
 struct Truth {
     metrics: Subscription<Metric>,
-    /// The success metric's name per task id (forward, backward).
-    names: [String; 2],
-    /// The newest sample per task id: (stamp ns, success).
+    /// The task whose metrics count (None: any simulated task's).
+    task: Option<TaskKind>,
+    /// The newest sample per task id (forward, backward): (stamp ns, success).
     newest: [Option<(i64, bool)>; 2],
-    max_age_ns: i64,
     source: String,
 }
 
 impl Truth {
     /// Success at `stamp_ns` for `task_id`, if a sample is close enough.
-    fn at(&mut self, task_id: u8, stamp_ns: i64) -> std::result::Result<f32, rft_rewards::Error> {
+    fn at(&mut self, task_id: u8, stamp_ns: i64) -> Option<bool> {
         for m in self.metrics.drain() {
-            if let Some(i) = self.names.iter().position(|n| *n == m.name) {
-                self.newest[i] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
+            let Some(rest) = m.name.strip_prefix("sim/") else {
+                continue;
+            };
+            let mut parts = rest.split('/');
+            let (Some(task), Some(dir), Some("success"), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if self.task.is_some_and(|t| t.name() != task) {
+                continue;
             }
+            let i = match dir {
+                "forward" => 0,
+                "backward" => 1,
+                _ => continue,
+            };
+            self.newest[i] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
         }
         match self.newest[usize::from(task_id).min(1)] {
-            Some((at, yes)) if (at - stamp_ns).abs() <= self.max_age_ns => {
-                Ok(if yes { 1.0 } else { 0.0 })
-            }
-            _ => Err(rft_rewards::Error::Frame(format!(
-                "no ground truth ({}) within {} ms of the frame",
-                self.names[usize::from(task_id).min(1)],
-                self.max_age_ns / 1_000_000
-            ))),
+            Some((at, yes)) if (at - stamp_ns).abs() <= TRUTH_MAX_AGE_NS => Some(yes),
+            _ => None,
         }
     }
 }
@@ -335,21 +372,21 @@ fn load_classifier(node: &str, c: &ClassifierSpec) -> Result<Box<dyn SuccessClas
 
 impl RewardNode {
     pub fn new(name: String, p: RewardParams, period: Duration, bus: &NodeHandle) -> Result<Self> {
-        let truth = match p.classifiers.first() {
-            Some(ClassifierSpec::GroundTruth { task, max_age_ms }) => {
-                tracing::warn!(node = %name, "ABLATION: success from the simulator's ground truth, not a classifier");
-                Some(Truth {
-                    metrics: bus.subscribe_quiet("/rft/metrics", QueueConfig::drop_oldest(1024))?,
-                    names: [rft_sim::Direction::Forward, rft_sim::Direction::Backward]
-                        .map(|d| format!("sim/{}/{}/success", task.name(), d.name())),
-                    newest: [None, None],
-                    max_age_ns: (max_age_ms * 1e6) as i64,
-                    source: format!("ground_truth:{}", task.name()),
-                })
-            }
+        let task = match p.classifiers.first() {
+            Some(ClassifierSpec::GroundTruth { task, .. }) => Some(*task),
             _ => None,
         };
-        let classifiers = if truth.is_some() {
+        let ablation = task.is_some();
+        if ablation {
+            tracing::warn!(node = %name, "ABLATION: success from the simulator's ground truth, not a classifier");
+        }
+        let truth = Truth {
+            metrics: bus.subscribe_quiet("/rft/metrics", QueueConfig::drop_oldest(1024))?,
+            task,
+            newest: [None, None],
+            source: format!("ground_truth:{}", task.map_or("sim", |t| t.name())),
+        };
+        let classifiers = if ablation {
             Vec::new()
         } else {
             p.classifiers
@@ -393,6 +430,8 @@ impl RewardNode {
             need_waypoints: !matches!(p.keypoints, KeypointSpec::None),
             classifiers,
             truth,
+            ablation,
+            metrics_out: bus.publisher("/rft/metrics")?,
             chain,
             proposer,
             name,
@@ -592,8 +631,14 @@ impl Node for RewardNode {
         self.last_stamp = Some(frame.header.stamp);
         let task = self.task_text();
         let idx = self.classifier_index();
-        let prob = if let Some(truth) = &mut self.truth {
-            truth.at(self.task_id, frame.header.stamp.as_nanos())
+        let truth = self.truth.at(self.task_id, frame.header.stamp.as_nanos());
+        let prob = if self.ablation {
+            truth.map(|yes| if yes { 1.0 } else { 0.0 }).ok_or_else(|| {
+                rft_rewards::Error::Frame(format!(
+                    "no ground truth within {} ms of the frame",
+                    TRUTH_MAX_AGE_NS / 1_000_000
+                ))
+            })
         } else if frame.encoding == "rgb8" {
             ImageRef::new(frame.width, frame.height, &frame.data)
                 .and_then(|img| self.classifiers[idx].predict(&[img], &task))
@@ -621,6 +666,13 @@ impl Node for RewardNode {
                 (false, 0.0)
             }
         };
+        if valid
+            && !self.ablation
+            && let Some(truth) = truth
+        {
+            let said = p >= self.threshold();
+            self.counts.confusion[usize::from(self.task_id).min(1)].add(said, truth);
+        }
         let success = if valid {
             self.debouncer.push(p)
         } else {
@@ -665,16 +717,42 @@ impl Node for RewardNode {
             success,
             dense: dense.unwrap_or(0.0),
             reward: if valid { reward } else { 0.0 },
-            source: match (&self.truth, self.classifiers.get(idx)) {
-                (Some(t), _) => t.source.clone(),
-                (None, Some(c)) => c.name(),
-                (None, None) => String::new(),
+            source: match self.classifiers.get(idx) {
+                Some(c) if !self.ablation => c.name(),
+                _ => self.truth.source.clone(),
             },
             valid,
         })?;
         self.counts.published += 1;
         self.counts.invalid += u64::from(!valid);
         self.counts.successes += u64::from(success);
+        Ok(())
+    }
+
+    fn shutdown(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
+        for (dir, c) in ["forward", "backward"].iter().zip(self.counts.confusion) {
+            if c.frames() == 0 {
+                continue;
+            }
+            let ratio = |a: u64, b: u64| {
+                if b == 0 {
+                    f64::NAN
+                } else {
+                    a as f64 / b as f64
+                }
+            };
+            tracing::info!(node = %self.name, task = dir, frames = c.frames(), tp = c.tp, fp = c.fp, tn = c.tn, fn_ = c.fn_,
+                precision = %format!("{:.3}", ratio(c.tp, c.tp + c.fp)), recall = %format!("{:.3}", ratio(c.tp, c.tp + c.fn_)),
+                "the classifier against the simulator's ground truth, frame by frame");
+            for (what, v) in [("tp", c.tp), ("fp", c.fp), ("tn", c.tn), ("fn", c.fn_)] {
+                self.metrics_out.publish(Metric {
+                    header: Header::at(ctx.now),
+                    source: self.name.clone(),
+                    name: format!("reward/{dir}/{what}"),
+                    value: v as f64,
+                })?;
+            }
+        }
         Ok(())
     }
 }
