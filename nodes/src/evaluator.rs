@@ -18,12 +18,14 @@ use std::time::Duration;
 
 use rft_autonomy::demos::task_id;
 use rft_autonomy::eval::Rate;
-use rft_msgs::{EpisodePhase, Header, Metric, PHASE_RUNNING, PHASE_STOPPED, SceneReset};
+use rft_msgs::{EpisodePhase, Header, PHASE_RUNNING, PHASE_STOPPED, SceneReset};
+
+use crate::sim_truth::SimTruth;
 use rft_sim::{Direction, TaskKind};
 use serde::{Deserialize, Serialize};
 
 use rft_config::check;
-use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
+use rft_runtime::bus::{NodeHandle, Publisher};
 use rft_runtime::launch::{LaunchCtx, NodeKind};
 use rft_runtime::{Error, Node, Result, StepCtx};
 
@@ -146,14 +148,11 @@ pub struct Evaluator {
     period: Duration,
     /// (direction, seed) of every episode, in order.
     plan: Vec<(Direction, u64)>,
-    metrics: Subscription<Metric>,
     reset: Publisher<SceneReset>,
     phase: Publisher<EpisodePhase>,
     state: State,
-    /// The simulator's ground-truth success metric per task id (`sim/<task>/<dir>/success`).
-    truth_names: [String; 2],
-    /// The newest ground-truth success per task id: (stamp ns, success).
-    truth: [Option<(i64, bool)>; 2],
+    /// The simulator's ground-truth success per task id.
+    truth: SimTruth,
     episode_id: u64,
     report: Arc<Mutex<EvalReport>>,
 }
@@ -171,13 +170,10 @@ impl Evaluator {
             .flat_map(|d| (0..p.episodes).map(move |i| (*d, p.seed + i as u64)))
             .collect();
         Ok(Self {
-            metrics: bus.subscribe_quiet("/rft/metrics", QueueConfig::drop_oldest(1024))?,
             reset: bus.publisher("/rft/sim/reset")?,
             phase: bus.publisher("/rft/phase")?,
             state: State::Next(0),
-            truth_names: [Direction::Forward, Direction::Backward]
-                .map(|d| format!("sim/{}/{}/success", p.task.name(), d.name())),
-            truth: [None, None],
+            truth: SimTruth::new(bus, Some(p.task))?,
             episode_id: 0,
             report: Arc::new(Mutex::new(EvalReport::default())),
             plan,
@@ -251,11 +247,7 @@ impl Node for Evaluator {
     }
 
     fn step(&mut self, ctx: &StepCtx<'_>) -> Result<()> {
-        for m in self.metrics.drain() {
-            if let Some(k) = self.truth_names.iter().position(|n| *n == m.name) {
-                self.truth[k] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
-            }
-        }
+        self.truth.update();
         let now = ctx.now.as_nanos();
         let ns = |s: f64| (s * 1e9) as i64;
         match self.state {
@@ -282,8 +274,10 @@ impl Node for Evaluator {
             State::Running { k, since } => {
                 let (dir, seed) = self.plan[k];
                 // Only ground truth from after the episode started counts.
-                let success =
-                    self.truth[usize::from(task_id(dir))].is_some_and(|(t, s)| s && t > since);
+                let success = self
+                    .truth
+                    .newest(task_id(dir))
+                    .is_some_and(|(t, s)| s && t > since);
                 let elapsed = (now - since) as f64 * 1e-9;
                 if success || elapsed >= self.p.max_s {
                     tracing::debug!(node = %self.name, direction = dir.name(), seed, success, elapsed, "evaluation episode");

@@ -18,6 +18,7 @@ mod robot_state;
 mod safety_filter;
 mod scripted_expert;
 mod sim_robot;
+mod sim_truth;
 mod test_camera;
 
 pub use episode_manager::{EpisodeLog, EpisodeManager, EpisodeManagerParams};

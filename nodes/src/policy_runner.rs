@@ -484,7 +484,13 @@ impl Node for PolicyRunner {
             self.with_stats(|s| s.stale_obs += 1);
             return Ok(());
         };
-        let ts = js.header.stamp.as_nanos();
+        let stamp = js.header.stamp;
+        if self.last_state_stamp == Some(stamp) {
+            // No new state since the last tick: nothing new to act on (and no frame to convert).
+            self.with_stats(|s| s.stale_obs += 1);
+            return Ok(());
+        }
+        let ts = stamp.as_nanos();
         // The other half of the observation: the object's pose, or the policy's camera.
         let other = match self.sees {
             Sees::State => self.last_obj.as_ref().map(|o| o.header.stamp.as_nanos()),
@@ -524,12 +530,6 @@ impl Node for PolicyRunner {
                 self.with_stats(|s| s.stale_obs += 1);
                 return Ok(());
             }
-        }
-        let stamp = js.header.stamp;
-        if self.last_state_stamp == Some(stamp) {
-            // No new state since the last tick: nothing new to act on.
-            self.with_stats(|s| s.stale_obs += 1);
-            return Ok(());
         }
         self.last_state_stamp = Some(stamp);
         if phase == PHASE_PAUSED_FOR_HUMAN || phase == PHASE_STOPPED {

@@ -36,6 +36,7 @@ use rft_sim::TaskKind;
 use serde::Deserialize;
 
 use crate::robot_state::iso;
+use crate::sim_truth::SimTruth;
 use rft_config::ConfigError;
 use rft_config::check;
 use rft_runtime::bus::{NodeHandle, Publisher, QueueConfig, Subscription};
@@ -257,7 +258,9 @@ pub struct RewardNode {
     period: Duration,
     classifiers: Vec<Box<dyn SuccessClassifier>>,
     /// The simulator's ground truth (the ablation's rewards, or the classifier's score).
-    truth: Truth,
+    truth: SimTruth,
+    /// The rewards' source in the ablation.
+    truth_source: String,
     /// The ablation: success is the ground truth, not a classifier's.
     ablation: bool,
     metrics_out: Publisher<Metric>,
@@ -284,47 +287,6 @@ pub struct RewardNode {
     last_js: Option<std::sync::Arc<JointState>>,
     last_object: Option<std::sync::Arc<PoseStamped>>,
     counts: RewardCounts,
-}
-
-/// The simulator's ground truth of success (`sim/<task>/<dir>/success` on `/rft/metrics`):
-/// the `ground_truth` ablation's answer, and what the classifier is scored against.
-struct Truth {
-    metrics: Subscription<Metric>,
-    /// The task whose metrics count (None: any simulated task's).
-    task: Option<TaskKind>,
-    /// The newest sample per task id (forward, backward): (stamp ns, success).
-    newest: [Option<(i64, bool)>; 2],
-    source: String,
-}
-
-impl Truth {
-    /// Success at `stamp_ns` for `task_id`, if a sample is close enough.
-    fn at(&mut self, task_id: u8, stamp_ns: i64) -> Option<bool> {
-        for m in self.metrics.drain() {
-            let Some(rest) = m.name.strip_prefix("sim/") else {
-                continue;
-            };
-            let mut parts = rest.split('/');
-            let (Some(task), Some(dir), Some("success"), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if self.task.is_some_and(|t| t.name() != task) {
-                continue;
-            }
-            let i = match dir {
-                "forward" => 0,
-                "backward" => 1,
-                _ => continue,
-            };
-            self.newest[i] = Some((m.header.stamp.as_nanos(), m.value > 0.5));
-        }
-        match self.newest[usize::from(task_id).min(1)] {
-            Some((at, yes)) if (at - stamp_ns).abs() <= TRUTH_MAX_AGE_NS => Some(yes),
-            _ => None,
-        }
-    }
 }
 
 fn load_classifier(node: &str, c: &ClassifierSpec) -> Result<Box<dyn SuccessClassifier>> {
@@ -380,12 +342,8 @@ impl RewardNode {
         if ablation {
             tracing::warn!(node = %name, "ABLATION: success from the simulator's ground truth, not a classifier");
         }
-        let truth = Truth {
-            metrics: bus.subscribe_quiet("/rft/metrics", QueueConfig::drop_oldest(1024))?,
-            task,
-            newest: [None, None],
-            source: format!("ground_truth:{}", task.map_or("sim", |t| t.name())),
-        };
+        let truth = SimTruth::new(bus, task)?;
+        let truth_source = format!("ground_truth:{}", task.map_or("sim", |t| t.name()));
         let classifiers = if ablation {
             Vec::new()
         } else {
@@ -430,6 +388,7 @@ impl RewardNode {
             need_waypoints: !matches!(p.keypoints, KeypointSpec::None),
             classifiers,
             truth,
+            truth_source,
             ablation,
             metrics_out: bus.publisher("/rft/metrics")?,
             chain,
@@ -631,7 +590,11 @@ impl Node for RewardNode {
         self.last_stamp = Some(frame.header.stamp);
         let task = self.task_text();
         let idx = self.classifier_index();
-        let truth = self.truth.at(self.task_id, frame.header.stamp.as_nanos());
+        let truth = self.truth.at(
+            self.task_id,
+            frame.header.stamp.as_nanos(),
+            TRUTH_MAX_AGE_NS,
+        );
         let prob = if self.ablation {
             truth.map(|yes| if yes { 1.0 } else { 0.0 }).ok_or_else(|| {
                 rft_rewards::Error::Frame(format!(
@@ -719,7 +682,7 @@ impl Node for RewardNode {
             reward: if valid { reward } else { 0.0 },
             source: match self.classifiers.get(idx) {
                 Some(c) if !self.ablation => c.name(),
-                _ => self.truth.source.clone(),
+                _ => self.truth_source.clone(),
             },
             valid,
         })?;
