@@ -285,17 +285,15 @@ pub fn episodes_from_mcap(
                     ),
                 ));
             }
-            if k > 0 && ep.obs.last() != Some(&t.obs) {
+            let gap = k > 0 && ep.obs.last() != Some(&t.obs);
+            if gap {
                 // A gap (dropped transition): keep going, the next_obs of the previous step
                 // stays the bootstrap target; record the break as an episode boundary.
                 let prev = std::mem::take(&mut ep);
                 episodes.push(prev);
                 ep.task_id = t.task_id;
-                ep.obs.push(t.obs.clone());
-                if imaged {
-                    ep.images.push(t.image.clone());
-                }
-            } else if k == 0 {
+            }
+            if k == 0 || gap {
                 ep.obs.push(t.obs.clone());
                 if imaged {
                     ep.images.push(t.image.clone());
